@@ -1,0 +1,92 @@
+"""The `kling` command: registers every command module and runs the app.
+
+Only Typer and kling's own light modules are imported at start-up; httpx, rich, the dialects and the
+sandbox are imported inside the commands that use them.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Optional, Sequence
+
+import typer
+
+from kling_cli import __version__
+from kling_cli.cli import profile, sandbox, submit, tasks  # noqa: F401 - registers the commands
+from kling_cli.cli._app import app
+from kling_cli.cli._common import (
+    DialectOpt,
+    JsonOpt,
+    NoColorOpt,
+    NoInputOpt,
+    Options,
+    ProfileOpt,
+    QuietOpt,
+    RawOpt,
+    VerboseOpt,
+)
+from kling_cli.errors import ExitCode
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"kling-cli {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    version: Annotated[
+        Optional[bool],
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = None,
+    profile: ProfileOpt = None,
+    json: JsonOpt = False,
+    quiet: QuietOpt = 0,
+    verbose: VerboseOpt = 0,
+    no_color: NoColorOpt = False,
+    no_input: NoInputOpt = False,
+    raw: RawOpt = False,
+    dialect: DialectOpt = None,
+) -> None:
+    ctx.obj = Options(profile=profile, json=json, quiet=quiet, verbose=verbose, no_color=no_color,
+                      no_input=no_input, raw=raw, dialect=dialect)
+
+
+def _usage_error(exc: Exception, args: Sequence[str]) -> int:
+    """Typer's parse errors, rendered like every other error (JSON with --json)."""
+    message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+    context = getattr(exc, "ctx", None)
+    if type(exc).__name__ == "NoArgsIsHelpError":
+        sys.stderr.write(message + "\n")
+        return int(ExitCode.USAGE)
+    where = context.command_path if context is not None else "kling"
+    hint = f"see `{where} --help`"
+    code = getattr(exc, "exit_code", int(ExitCode.USAGE))
+    if "--json" in args:
+        sys.stdout.write(json.dumps({"error": {"code": "usage", "message": message, "hint": hint}}) + "\n")
+    else:
+        sys.stderr.write(f"kling: error: {message}\nhint: {hint}\n")
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=args, prog_name="kling", standalone_mode=False)
+    except typer.TyperException as exc:
+        code = _usage_error(exc, args)
+    except typer.Abort:
+        sys.stderr.write("kling: aborted\n")
+        code = int(ExitCode.INTERRUPTED)
+    except KeyboardInterrupt:
+        sys.stderr.write("kling: interrupted\n")
+        code = int(ExitCode.INTERRUPTED)
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        pass
+    sys.exit(code if isinstance(code, int) else 0)

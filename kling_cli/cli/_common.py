@@ -1,0 +1,185 @@
+"""What every command shares: the global options (accepted before or after the subcommand), the
+context built once per run, and the single error boundary that turns errors into exit codes.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import sys
+from dataclasses import dataclass, fields
+from typing import Annotated, Any, Callable, Optional
+
+import typer
+
+from kling_cli import envvars
+from kling_cli.errors import ExitCode, Interrupted, KlingError
+from kling_cli.render import Output
+
+
+@dataclass
+class Options:
+    profile: Optional[str] = None
+    json: bool = False
+    quiet: int = 0
+    verbose: int = 0
+    no_color: bool = False
+    no_input: bool = False
+    raw: bool = False
+    dialect: Optional[str] = None
+
+    def merged(self, later: Options) -> Options:
+        """Options given after the subcommand win over (or add to) those given before it."""
+        return Options(
+            profile=later.profile or self.profile,
+            json=self.json or later.json,
+            quiet=self.quiet + later.quiet,
+            verbose=self.verbose + later.verbose,
+            no_color=self.no_color or later.no_color,
+            no_input=self.no_input or later.no_input,
+            raw=self.raw or later.raw,
+            dialect=later.dialect or self.dialect,
+        )
+
+
+ProfileOpt = Annotated[
+    Optional[str],
+    typer.Option("--profile", "-p", help="Profile to use (else $KLING_PROFILE, else default_profile). "
+                 "'sandbox' is built in and needs no key.", show_default=False),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object per line on stdout, errors included.")]
+QuietOpt = Annotated[int, typer.Option("--quiet", "-q", count=True, help="Less on stderr; -qq hides warnings too.")]
+VerboseOpt = Annotated[int, typer.Option("--verbose", "-v", count=True,
+                                         help="Explain where settings came from; -vv logs each HTTP request.")]
+NoColorOpt = Annotated[bool, typer.Option("--no-color", help="No colour (also NO_COLOR=1 or TERM=dumb).")]
+NoInputOpt = Annotated[bool, typer.Option("--no-input", help="Never prompt (always so when stdin is not a terminal).")]
+RawOpt = Annotated[bool, typer.Option("--raw", help="Include the provider's own payload as `raw` in --json output.")]
+DialectOpt = Annotated[
+    Optional[str],
+    typer.Option("--dialect", help="With --profile sandbox: which provider dialect the sandbox speaks "
+                 "(kling, cometapi, newapi, acedata, aigw).", show_default=False),
+]
+
+_COMMON = {"profile": ProfileOpt, "json": JsonOpt, "quiet": QuietOpt, "verbose": VerboseOpt,
+           "no_color": NoColorOpt, "no_input": NoInputOpt}
+_TASK = {"raw": RawOpt, "dialect": DialectOpt}
+_DEFAULTS = {f.name: f.default for f in fields(Options)}
+
+
+class AppContext:
+    """Built once per run: options, output, and the profile and service, resolved on first use."""
+
+    def __init__(self, opts: Options) -> None:
+        self.opts = opts
+        self.out = Output(json_mode=opts.json, quiet=opts.quiet, verbose=opts.verbose, no_color=opts.no_color,
+                          raw=opts.raw)
+        self._resolved = None
+        self._service = None
+        #: ids of tasks that keep running remotely if this run is interrupted
+        self.running: list[str] = []
+
+    @property
+    def no_input(self) -> bool:
+        return self.opts.no_input or bool(os.environ.get(envvars.NO_INPUT)) or not _isatty(sys.stdin)
+
+    @property
+    def stdin_is_tty(self) -> bool:
+        return _isatty(sys.stdin)
+
+    def resolved(self):
+        if self._resolved is None:
+            from kling_cli.config import resolve
+
+            self._resolved = resolve(self.opts.profile, dialect_flag=self.opts.dialect, warn=self.out.warn)
+            self.out.secrets.extend(self._resolved.credentials.secrets())
+            for line in self._resolved.explain():
+                self.out.debug(line)
+        return self._resolved
+
+    def service(self):
+        if self._service is None:
+            from kling_cli.service import Service
+
+            self._service = Service(self.resolved(), self.out)
+        return self._service
+
+    def close(self) -> None:
+        if self._service is not None:
+            self._service.close()
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def run_guarded(ctx: AppContext, body: Callable[[], Any]) -> Any:
+    """The error boundary: every expected failure becomes one stderr line (or a JSON error) and an exit code."""
+    try:
+        result = body()
+    except KlingError as exc:
+        ctx.out.error(exc)
+        raise typer.Exit(int(exc.exit_code)) from None
+    except KeyboardInterrupt:
+        ids = list(dict.fromkeys(ctx.running))
+        if ids:
+            err = Interrupted(f"interrupted; {_plural(len(ids), 'task')} keep running remotely: {' '.join(ids)}",
+                              hint=f"follow up with `kling wait {' '.join(ids)}`", extra={"task_ids": ids})
+        else:
+            err = Interrupted("interrupted")
+        ctx.out.error(err)
+        raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+    except typer.Exit:
+        raise
+    except Exception as exc:
+        if os.environ.get(envvars.DEBUG):
+            raise
+        ctx.out.error(KlingError(
+            f"unexpected {type(exc).__name__}: {exc}",
+            hint="this is a bug: re-run with KLING_DEBUG=1 to see the traceback, and report it",
+            code="internal",
+        ))
+        raise typer.Exit(int(ExitCode.ERROR)) from None
+    finally:
+        ctx.close()
+    if isinstance(result, int) and result:
+        raise typer.Exit(result)
+    return result
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+def command(app: typer.Typer, name: str, *, task_options: bool = False, **kwargs: Any) -> Callable:
+    """Register `fn(ctx: AppContext, ...)` as a command that also accepts the global options.
+
+    The function's own parameters are Typer parameters; the global ones are appended to its signature,
+    merged with those given before the subcommand, and handed over as an `AppContext`.
+    """
+
+    def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+        signature = inspect.signature(fn, eval_str=True)
+        own = list(signature.parameters.values())[1:]
+        shared = {**_COMMON, **(_TASK if task_options else {})}
+        extra = [inspect.Parameter("typer_context", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)]
+        extra += [inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
+                                    default=_DEFAULTS[key]) for key, annotation in shared.items()]
+
+        def wrapper(**values: Any) -> Any:
+            typer_context: typer.Context = values.pop("typer_context")
+            local = Options(**{key: values.pop(key) for key in shared})
+            root = typer_context.find_root().obj
+            opts = root.merged(local) if isinstance(root, Options) else local
+            ctx = AppContext(opts)
+            return run_guarded(ctx, lambda: fn(ctx, **values))
+
+        wrapper.__signature__ = signature.replace(parameters=own + extra)  # type: ignore[attr-defined]
+        wrapper.__name__ = fn.__name__
+        wrapper.__doc__ = fn.__doc__
+        app.command(name, **kwargs)(wrapper)
+        return fn
+
+    return register

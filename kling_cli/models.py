@@ -1,0 +1,188 @@
+"""The normalized task every dialect parses into, and the normalized requests they translate from.
+
+`Task.to_json()` is the stable interface printed by `--json`; human output may change.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any
+
+KINDS = ("t2v", "motion")
+
+
+class TaskStatus(str, Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (TaskStatus.SUCCEEDED, TaskStatus.FAILED)
+
+
+@dataclass
+class Video:
+    id: str | None
+    url: str | None
+    #: seconds, as a number (providers send strings like "5.1")
+    duration: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "url": self.url, "duration": self.duration}
+
+
+@dataclass
+class TaskError:
+    code: str | None
+    message: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message}
+
+
+@dataclass
+class Task:
+    id: str
+    kind: str
+    status: TaskStatus
+    raw_status: str | None = None
+    progress: float | None = None
+    videos: list[Video] = field(default_factory=list)
+    error: TaskError | None = None
+    external_id: str | None = None
+    created_at: str | None = None
+    updated_at: str | None = None
+    provider: str | None = None
+    dialect: str | None = None
+    profile: str | None = None
+    #: the provider's own payload, printed only with --raw
+    raw: Any = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.status.terminal
+
+    def to_json(self, *, raw: bool = False) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "id": self.id,
+            "provider": self.provider,
+            "dialect": self.dialect,
+            "profile": self.profile,
+            "kind": self.kind,
+            "status": self.status.value,
+            "raw_status": self.raw_status,
+            "progress": self.progress,
+            "videos": [v.to_json() for v in self.videos],
+            "error": self.error.to_json() if self.error else None,
+            "external_id": self.external_id,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+        if raw:
+            body["raw"] = self.raw
+        return body
+
+
+@dataclass
+class MediaRef:
+    """An image or video given as a URL or as a local file."""
+
+    value: str
+    is_url: bool
+
+    @classmethod
+    def parse(cls, value: str) -> MediaRef:
+        lowered = value.lower()
+        return cls(value, lowered.startswith("http://") or lowered.startswith("https://"))
+
+
+@dataclass
+class T2VRequest:
+    prompt: str
+    model: str | None = None
+    mode: str | None = None
+    duration: int | None = None
+    aspect_ratio: str | None = None
+    negative_prompt: str | None = None
+    cfg_scale: float | None = None
+    camera_control: dict[str, Any] | None = None
+    callback_url: str | None = None
+    external_id: str | None = None
+    #: provider fields kling-cli does not model, sent as given
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class MotionRequest:
+    image: MediaRef
+    video: MediaRef
+    orientation: str
+    mode: str
+    prompt: str | None = None
+    keep_sound: bool | None = None
+    model: str | None = None
+    callback_url: str | None = None
+    external_id: str | None = None
+    #: the local image as raw base64 (no data: prefix), filled in by preflight
+    image_base64: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# --- conversions shared by every dialect -------------------------------------------------------
+
+
+def to_str_id(value: Any) -> str | None:
+    """Ids are strings; a JSON number (18-19 digit Kling ids) must never pass through a float."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        return value or None
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def to_seconds(value: Any) -> float | None:
+    """A duration given as "5.1", 5 or 5.1, as a float; anything else is None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            return None
+    else:
+        return None
+    return number if math.isfinite(number) and number >= 0 else None
+
+
+def epoch_to_iso(value: Any, *, unit: str) -> str | None:
+    """UTC ISO 8601 from a Unix time in "s" or "ms"; None for anything unusable."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    if not math.isfinite(number) or number <= 0:
+        return None
+    seconds = number / 1000.0 if unit == "ms" else number
+    try:
+        moment = datetime.fromtimestamp(seconds, tz=timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return None
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -1,0 +1,40 @@
+"""Provider presets: a name, a dialect (wire format), a default base URL and an auth scheme.
+
+Kept free of heavy imports: the config loader validates against it on every start.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DIALECTS = ("kling", "cometapi", "newapi", "acedata", "aigw")
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    dialect: str | None
+    base_url: str | None
+    #: "jwt_or_key": access key + secret key (HS256 JWT) or a plain API key; "key": a plain API key
+    auth: str
+    summary: str
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset("kling", "kling", "https://api-singapore.klingai.com", "jwt_or_key", "the official Kling API"),
+        Preset("cometapi", "cometapi", "https://api.cometapi.com", "key", "CometAPI"),
+        Preset("ezmodel", "newapi", "https://api.ezmodel.cloud", "key", "ezmodel (a new-api gateway)"),
+        Preset("acedata", "acedata", "https://api.acedata.cloud", "key", "AceDataCloud"),
+        Preset("aigw", "aigw", None, "key", "the aigw gateway (set base_url)"),
+        Preset("custom", None, None, "jwt_or_key", "any gateway: set dialect and base_url"),
+    )
+}
+
+SANDBOX_PROFILE = "sandbox"
+
+#: fixed credentials the sandbox accepts; they are not secrets and buy nothing
+SANDBOX_API_KEY = "sandbox-api-key"
+SANDBOX_ACCESS_KEY = "sandbox-access-key"
+SANDBOX_SECRET_KEY = "sandbox-secret-key-0123456789abcdef"

@@ -1,0 +1,27 @@
+"""The built-in emulator of the provider dialects, on loopback. See `core.Sandbox`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+from kling_cli import envvars
+
+
+def task_seconds_setting(settings: Mapping[str, Any], env: Mapping[str, str] = os.environ) -> float:
+    from kling_cli.sandbox.core import DEFAULT_TASK_SECONDS
+
+    if env.get(envvars.SANDBOX_TASK_SECONDS):
+        try:
+            return max(0.0, float(env[envvars.SANDBOX_TASK_SECONDS]))
+        except ValueError:
+            pass
+    return float(settings.get("task_seconds", DEFAULT_TASK_SECONDS))
+
+
+def start_background(state_dir: Path, settings: Mapping[str, Any] | None = None):
+    """Start a sandbox on 127.0.0.1, on a free port, in a daemon thread of this process."""
+    from kling_cli.sandbox.core import Sandbox
+
+    return Sandbox(state_dir, task_seconds=task_seconds_setting(settings or {})).start()

@@ -1,0 +1,186 @@
+"""Orchestration on normalized types: submit, look up, and the sandbox started on demand.
+
+Commands call this; it calls one dialect (pure translation) through one transport (HTTP, retries).
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from pathlib import Path
+from typing import Callable
+
+from kling_cli.config import Resolved, data_dir
+from kling_cli.errors import NotFound, RequestRejected, SubmitUncertain, Unsupported, UsageError
+from kling_cli.media import check_image, check_prompt, check_video
+from kling_cli.models import KINDS, MotionRequest, T2VRequest, Task
+from kling_cli.providers import get_dialect
+from kling_cli.render import Output
+
+
+def new_external_id() -> str:
+    return "kc-" + secrets.token_hex(12)
+
+
+class Service:
+    def __init__(
+        self,
+        resolved: Resolved,
+        out: Output,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.resolved = resolved
+        self.out = out
+        self.sleep = sleep
+        self.clock = clock
+        self.dialect = get_dialect(resolved.dialect, resolved.options)
+        self._transport = None
+        self._sandbox = None
+        self._downloader = None
+        if resolved.sandbox:
+            out.warn(f"sandbox: emulating the {resolved.dialect} dialect; no real video is made, nothing is charged")
+
+    # -- plumbing -------------------------------------------------------------------------------
+    @property
+    def base_url(self) -> str:
+        if self.resolved.base_url is None:
+            from kling_cli.sandbox import start_background
+
+            self._sandbox = start_background(data_dir() / "sandbox", self.resolved.sandbox_settings)
+            self.resolved.base_url = self._sandbox.base_url(self.resolved.dialect)
+            self.out.debug(f"sandbox listening on {self.resolved.base_url}")
+        return self.resolved.base_url
+
+    @property
+    def transport(self):
+        if self._transport is None:
+            from kling_cli.transport import Transport
+
+            self._transport = Transport(
+                base_url=self.base_url,
+                dialect=self.dialect,
+                credentials=self.resolved.credentials,
+                timeout=self.resolved.timeout,
+                retries=self.resolved.retries,
+                log=lambda level, msg: self.out.debug(msg, level),
+                sleep=self.sleep,
+                clock=self.clock,
+            )
+        return self._transport
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+        if self._downloader is not None:
+            self._downloader.close()
+        if self._sandbox is not None:
+            self._sandbox.close()
+
+    def stamp(self, task: Task) -> Task:
+        task.provider = self.resolved.provider
+        task.dialect = self.resolved.dialect
+        task.profile = self.resolved.profile
+        return task
+
+    # -- preflight ------------------------------------------------------------------------------
+    def preflight(self, kind: str, req: T2VRequest | MotionRequest) -> None:
+        """Everything that can be checked locally, checked before a request that costs money."""
+        if kind not in self.dialect.kinds:
+            raise Unsupported(f"the {self.dialect.name} dialect does not offer {kind} tasks")
+        limit = self.dialect.prompt_limit
+        check_prompt(req.prompt, limit)
+        if isinstance(req, T2VRequest):
+            check_prompt(req.negative_prompt, limit, "negative prompt")
+            if not req.prompt.strip():
+                raise UsageError("the prompt is empty", hint="describe the video to generate")
+            return
+        if not req.image.is_url:
+            _info, req.image_base64 = check_image(req.image.value)
+        if not req.video.is_url:
+            check_video(req.video.value, req.orientation)
+            if not self.dialect.video_base64:
+                from kling_cli.errors import PreflightError
+
+                raise PreflightError(
+                    f"the {self.dialect.name} dialect takes the motion reference video as a URL only, "
+                    f"and {req.video.value} is a local file",
+                    hint="upload the video somewhere the provider can fetch it and pass --video https://...",
+                )
+
+    # -- operations -----------------------------------------------------------------------------
+    def submit(self, kind: str, req: T2VRequest | MotionRequest) -> Task:
+        """Create one task. A lost answer is reconciled by external id before anything is sent again."""
+        if req.external_id is None and self.dialect.lookup_by_external_id:
+            req.external_id = new_external_id()
+        wire = self.dialect.build_submit(kind, req)
+        resent = False
+        for attempt in range(self.resolved.retries + 1):
+            try:
+                reply = self.transport.send(wire)
+                return self.stamp(self.dialect.parse_submit(kind, reply))
+            except SubmitUncertain as exc:
+                if not (self.dialect.lookup_by_external_id and req.external_id):
+                    exc.hint = (f"{exc.hint}" + (f" (external id {req.external_id})" if req.external_id else ""))
+                    raise
+                found = self._reconcile(kind, req.external_id, exc)
+                if found is not None:
+                    return found
+                if attempt == self.resolved.retries:
+                    raise
+                self.out.debug(f"task {req.external_id} was not created; sending the submit again", 1)
+                resent = True
+            except RequestRejected:
+                # After a resend, a refusal may mean "that external id exists": the first try got through.
+                if resent and req.external_id:
+                    found = self.find_by_external_id(kind, req.external_id)
+                    if found is not None:
+                        return found
+                raise
+        raise AssertionError("unreachable")
+
+    def _reconcile(self, kind: str, external_id: str, cause: SubmitUncertain) -> Task | None:
+        self.out.debug(f"{cause.message}; looking the task up by external id {external_id}", 1)
+        try:
+            return self.find_by_external_id(kind, external_id)
+        except Exception:
+            raise cause from None
+
+    def find_by_external_id(self, kind: str, external_id: str) -> Task | None:
+        wire = self.dialect.build_get_by_external_id(kind, external_id)
+        try:
+            reply = self.transport.send(wire)
+        except NotFound:
+            return None
+        return self.stamp(self.dialect.parse_task(kind, reply.payload))
+
+    def get(self, task_id: str, kind: str | None = None, *, deadline: float | None = None) -> Task:
+        """One query. Without a kind, try each kind in turn: the kind is part of the URL."""
+        kinds = [kind] if kind else [k for k in KINDS if k in self.dialect.kinds]
+        for candidate in kinds:
+            try:
+                reply = self.transport.send(self.dialect.build_get(candidate, task_id), deadline=deadline)
+            except NotFound:
+                if kind:
+                    raise
+                continue
+            task = self.stamp(self.dialect.parse_task(candidate, reply.payload, task_id=task_id))
+            if not kind:
+                self.out.debug(f"task {task_id} is a {candidate} task (found by trying the kinds in turn)")
+            return task
+        raise NotFound(
+            f"no task {task_id} on profile {self.resolved.profile!r} (tried {', '.join(kinds)})",
+            hint="check the id, and that it was submitted with this profile",
+        )
+
+    @property
+    def downloader(self):
+        if self._downloader is None:
+            from kling_cli.downloads import Downloader
+
+            self._downloader = Downloader(self.out)
+        return self._downloader
+
+    def download(self, task: Task, out_dir: Path, *, force: bool = False) -> list[Path]:
+        return self.downloader.fetch_task(task, out_dir, force=force, refresh=lambda: self.get(task.id, task.kind))

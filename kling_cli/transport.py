@@ -1,0 +1,203 @@
+"""HTTP for every dialect: one client per run, one retry policy, one place that maps failures to errors.
+
+Retry policy: connection failures, 408, 429 and 5xx that the dialect marks retryable are retried with
+`Retry-After` (capped) or exponential backoff with jitter. A request that creates a paid task is retried
+only when it provably never reached the server, or when the server answered with a refusal (a 4xx such as
+Kling's 1303 "too many running tasks" means nothing was created). Anything in between (read timeout,
+dropped connection, 5xx) raises `SubmitUncertain`: the caller reconciles or reports, it never resends blind.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Callable, Iterable, Mapping
+from urllib.parse import urlsplit
+
+import httpx
+
+from kling_cli import __version__
+from kling_cli.credentials import Credentials
+from kling_cli.errors import ApiError, DeadlineExceeded, ProviderUnavailable, SubmitUncertain
+from kling_cli.providers.base import Dialect, Reply, WireRequest
+
+USER_AGENT = f"kling-cli/{__version__}"
+CONNECT_TIMEOUT = 10.0
+INITIAL_RETRY_DELAY = 0.5
+MAX_RETRY_DELAY = 8.0
+#: a Retry-After longer than this is not worth blocking a CLI on; we wait this long and try
+MAX_RETRY_AFTER = 60.0
+#: Kling asks for "exponential backoff, initial >= 1 s" on its concurrency limit
+RATE_LIMIT_MIN_DELAY = 1.0
+
+Log = Callable[[int, str], None]
+
+
+def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            moment = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if moment is None:
+            return None
+        seconds = moment.timestamp() - (time.time() if now is None else now)
+    if seconds != seconds:  # NaN
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+def backoff_delay(attempt: int, *, rate_limited: bool = False, rng: random.Random | None = None) -> float:
+    """0.5 s, 1 s, 2 s ... capped at 8 s, plus up to 25% jitter so that clients spread out."""
+    base = min(INITIAL_RETRY_DELAY * (2**attempt), MAX_RETRY_DELAY)
+    if rate_limited:
+        base = max(base, RATE_LIMIT_MIN_DELAY)
+    return base * (1 + 0.25 * (rng or random).random())
+
+
+def build_client(base_url: str | None = None, *, timeout: float = 30.0, max_connections: int = 20) -> httpx.Client:
+    return httpx.Client(
+        base_url=base_url or "",
+        timeout=httpx.Timeout(timeout, connect=min(CONNECT_TIMEOUT, timeout)),
+        headers={"User-Agent": USER_AGENT},
+        follow_redirects=False,
+        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+    )
+
+
+@dataclass
+class _Failure:
+    error: ApiError
+    #: the request may have reached the server
+    sent: bool
+    #: the server answered with a refusal, so nothing was created
+    refused: bool = False
+
+
+class Transport:
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        dialect: Dialect,
+        credentials: Credentials,
+        timeout: float = 30.0,
+        retries: int = 2,
+        log: Log = lambda _level, _msg: None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        client: httpx.Client | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.host = urlsplit(self.base_url).netloc or self.base_url
+        self.dialect = dialect
+        self.credentials = credentials
+        self.timeout = timeout
+        self.retries = retries
+        self.log = log
+        self.sleep = sleep
+        self.clock = clock
+        self.client = client or build_client(self.base_url, timeout=timeout)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def _attempt_timeout(self, deadline: float | None) -> float:
+        if deadline is None:
+            return self.timeout
+        remaining = deadline - self.clock()
+        if remaining <= 0:
+            raise DeadlineExceeded("the deadline passed")
+        return min(self.timeout, remaining)
+
+    def send(self, wire: WireRequest, *, deadline: float | None = None) -> Reply:
+        attempt = 0
+        reauthed = False
+        while True:
+            timeout = self._attempt_timeout(deadline)
+            outcome = self._attempt(wire, timeout, deadline)
+            if isinstance(outcome, Reply):
+                return outcome
+            error = outcome.error
+            if error.reauth and self.credentials.access_key and not reauthed:
+                reauthed = True
+                self.log(1, f"token refused ({error.provider_code}): minting a new one and trying once more")
+                continue
+            if not error.retryable:
+                raise error
+            if wire.creates_task and outcome.sent and not outcome.refused:
+                raise SubmitUncertain(
+                    f"the submit may have reached {self.host} but its answer was lost: {error.message}",
+                    hint="it was not sent again, so it cannot be charged twice; check whether the task exists "
+                    "before submitting again",
+                    status=error.status,
+                    provider_code=error.provider_code,
+                    request_id=error.request_id,
+                    retryable=True,
+                )
+            if attempt >= self.retries:
+                if attempt:
+                    error.message += f" (after {attempt + 1} attempts)"
+                raise error
+            delay = error.retry_after
+            if delay is None:
+                delay = backoff_delay(attempt, rate_limited=error.code in ("rate_limited", "concurrency_limit"))
+            if deadline is not None and self.clock() + delay >= deadline:
+                raise error
+            self.log(1, f"{error.message}; retrying in {delay:.1f}s")
+            self.sleep(delay)
+            attempt += 1
+
+    def _attempt(self, wire: WireRequest, timeout: float, deadline: float | None) -> Reply | _Failure:
+        started = self.clock()
+        try:
+            response = self.client.request(
+                wire.method,
+                wire.path,
+                json=wire.json,
+                params=wire.params,
+                headers=self.dialect.auth_headers(self.credentials),
+                timeout=httpx.Timeout(timeout, connect=min(CONNECT_TIMEOUT, timeout)),
+            )
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            # Nothing reached the server: always safe to try again.
+            error = ProviderUnavailable(f"cannot reach {self.host}: {_reason(exc)}", code="network", retryable=True)
+            return _Failure(error, sent=False)
+        except httpx.TimeoutException:
+            if deadline is not None and self.clock() >= deadline - 0.001:
+                raise DeadlineExceeded("the deadline passed") from None
+            error = ProviderUnavailable(f"no answer from {self.host} within {timeout:g}s", code="timeout",
+                                        retryable=True)
+            return _Failure(error, sent=True)
+        except httpx.TransportError as exc:
+            error = ProviderUnavailable(f"the connection to {self.host} broke: {_reason(exc)}", code="network",
+                                        retryable=True)
+            return _Failure(error, sent=True)
+        reply = Reply.build(response.status_code, response.headers, response.content, wire.path)
+        self.log(2, f"{wire.method} {wire.path} -> {response.status_code} ({(self.clock() - started) * 1000:.0f} ms)")
+        error = self.dialect.error_for(reply)
+        if error is None:
+            return reply
+        if error.retry_after is None:
+            error.retry_after = parse_retry_after(reply.headers)
+        return _Failure(error, sent=True, refused=400 <= reply.status < 500)
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "****")
+    return text
