@@ -115,3 +115,65 @@ def kling_profile(sandbox, add_profile) -> str:
     """A default profile on the official dialect of this test's sandbox, with AK/SK (JWT) auth."""
     add_profile("test", sandbox.base_url("kling"))
     return "test"
+
+
+class ScriptedServer:
+    """A loopback server that answers from a script, for what the sandbox cannot stage (Retry-After
+    values, answers that never come). Records every request it sees."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.script: list[tuple[int, dict[str, str], bytes, float]] = []
+        self.requests: list[dict[str, Any]] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def handle_one(self) -> None:
+                import time
+
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                server.requests.append({"method": self.command, "path": self.path, "headers": dict(self.headers),
+                                        "body": body})
+                status, headers, payload, delay = server.script.pop(0) if server.script else (
+                    500, {}, b'{"error": "script exhausted"}', 0.0)
+                if delay:
+                    time.sleep(delay)
+                head = f"HTTP/1.1 {status} X\r\nContent-Length: {len(payload)}\r\n"
+                head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+                try:
+                    self.wfile.write(head.encode() + b"\r\n" + payload)
+                except OSError:
+                    pass
+
+            do_GET = do_POST = handle_one
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def add(self, status: int, payload: Any = None, *, headers: dict[str, str] | None = None, delay: float = 0.0,
+            raw: bytes | None = None) -> None:
+        body = raw if raw is not None else json.dumps(payload).encode()
+        base = {} if raw is not None else {"Content-Type": "application/json"}
+        self.script.append((status, {**base, **(headers or {})}, body, delay))
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def scripted():
+    server = ScriptedServer()
+    yield server
+    server.close()
