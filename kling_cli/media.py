@@ -59,6 +59,8 @@ def probe_image(path: Path) -> ImageInfo:
     with path.open("rb") as handle:
         head = handle.read(32)
         if head.startswith(_PNG_SIGNATURE) and head[12:16] == b"IHDR":
+            if len(head) < 24:
+                raise _NotMedia("the file ends too early")
             width, height = struct.unpack(">II", head[16:24])
             return ImageInfo("png", width, height, size)
         if head.startswith(b"\xff\xd8"):
@@ -83,6 +85,8 @@ def _jpeg_dimensions(handle: BinaryIO) -> tuple[int, int]:
         if length < 2:
             raise _NotMedia("the JPEG structure is broken")
         if marker in _JPEG_SOF:
+            if length < 7:  # precision byte + height + width
+                raise _NotMedia("the JPEG frame header is broken")
             segment = _read_exact(handle, length - 2)
             height, width = struct.unpack(">HH", segment[1:5])
             return width, height
@@ -115,6 +119,8 @@ def probe_video(path: Path) -> VideoInfo:
                 brand = _read_exact(handle, 4)
                 fmt = "mov" if brand == b"qt  " else "mp4"
             elif box_type == b"moov":
+                if offset + box_size > size:
+                    raise _NotMedia("its movie header (moov box) is cut short: the file is incomplete")
                 duration = _mvhd_duration(handle, offset + header_len, offset + box_size)
                 return VideoInfo(fmt or "mov", duration, size)
             offset += box_size
@@ -144,7 +150,10 @@ def _mvhd_duration(handle: BinaryIO, start: int, end: int) -> float:
 
 
 def _open_checked(path_text: str, what: str) -> Path:
-    path = Path(path_text).expanduser()
+    try:
+        path = Path(path_text).expanduser()
+    except RuntimeError:  # "~someone" for a user that does not exist
+        path = Path(path_text)
     if not path.exists():
         raise PreflightError(f"{what} file not found: {path}", hint="give an existing file or an http(s) URL")
     if not path.is_file():
@@ -162,7 +171,7 @@ def check_image(path_text: str) -> tuple[ImageInfo, str]:
     except OSError as exc:
         raise PreflightError(f"cannot read image {path}: {exc.strerror}") from None
     if info.size > IMAGE_MAX_BYTES:
-        raise PreflightError(f"image {path} is {info.size / 1e6:.1f} MB; the limit is 10 MB")
+        raise PreflightError(f"image {path} is {_megabytes(info.size)}; the limit is 10 MB ({IMAGE_MAX_BYTES} bytes)")
     if min(info.width, info.height) < IMAGE_MIN_SIDE:
         raise PreflightError(
             f"image {path} is {info.width}x{info.height} px; each side must be at least {IMAGE_MIN_SIDE} px"
@@ -187,17 +196,27 @@ def check_video(path_text: str, orientation: str) -> VideoInfo:
     except OSError as exc:
         raise PreflightError(f"cannot read video {path}: {exc.strerror}") from None
     if info.size > VIDEO_MAX_BYTES:
-        raise PreflightError(f"video {path} is {info.size / 1e6:.1f} MB; the limit is 100 MB")
+        raise PreflightError(f"video {path} is {_megabytes(info.size)}; the limit is 100 MB ({VIDEO_MAX_BYTES} bytes)")
     if info.duration < VIDEO_MIN_SECONDS:
-        raise PreflightError(f"video {path} lasts {info.duration:.2f} s; the reference video must last at least 3 s")
+        raise PreflightError(f"video {path} lasts {_seconds(info.duration)}; the reference video must last at least 3 s")
     limit = VIDEO_MAX_SECONDS[orientation]
     if info.duration > limit:
         hint = "use --orientation video (up to 30 s) or trim the clip" if orientation == "image" else "trim the clip"
         raise PreflightError(
-            f"video {path} lasts {info.duration:.2f} s; with --orientation {orientation} the limit is {limit:g} s",
+            f"video {path} lasts {_seconds(info.duration)}; with --orientation {orientation} the limit is {limit:g} s",
             hint=hint,
         )
     return info
+
+
+def _megabytes(size: int) -> str:
+    # Kling's "10MB" is taken as MiB, so the figures are shown in the same unit as the limit.
+    return f"{size / 2**20:.2f} MB ({size} bytes)"
+
+
+def _seconds(duration: float) -> str:
+    text = f"{duration:.3f}".rstrip("0").rstrip(".")
+    return f"{text} s"
 
 
 def check_prompt(text: str | None, limit: int, what: str = "prompt") -> None:
