@@ -47,6 +47,17 @@ class TaskError:
 
 
 @dataclass
+class Cost:
+    """What the provider says the task cost, in its own unit (Kling "units", aigw "points")."""
+
+    amount: float
+    unit: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"amount": self.amount, "unit": self.unit}
+
+
+@dataclass
 class Task:
     id: str
     kind: str
@@ -61,6 +72,7 @@ class Task:
     provider: str | None = None
     dialect: str | None = None
     profile: str | None = None
+    cost: Cost | None = None
     #: the provider's own payload, printed only with --raw
     raw: Any = None
 
@@ -83,6 +95,7 @@ class Task:
             "external_id": self.external_id,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
+            "cost": self.cost.to_json() if self.cost else None,
         }
         if raw:
             body["raw"] = self.raw
@@ -150,8 +163,8 @@ def to_str_id(value: Any) -> str | None:
     return str(value)
 
 
-def to_seconds(value: Any) -> float | None:
-    """A duration given as "5.1", 5 or 5.1, as a float; anything else is None."""
+def to_number(value: Any) -> float | None:
+    """A non-negative number given as "5.1", 5 or 5.1 (durations, costs), as a float; else None."""
     if isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):

@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import Callable
 
 from kling_cli.config import Resolved, data_dir
-from kling_cli.errors import NotFound, RequestRejected, SubmitUncertain, Unsupported, UsageError
+from kling_cli.errors import (
+    NotFound,
+    PreflightError,
+    RequestRejected,
+    SubmitUncertain,
+    Unsupported,
+    UsageError,
+)
 from kling_cli.media import check_image, check_prompt, check_video
 from kling_cli.models import KINDS, MotionRequest, T2VRequest, Task
 from kling_cli.providers import get_dialect
@@ -20,6 +27,13 @@ from kling_cli.render import Output
 
 def new_external_id() -> str:
     return "kc-" + secrets.token_hex(12)
+
+
+def _needs_url(dialect: str, what: str, path: str, flag: str) -> PreflightError:
+    return PreflightError(
+        f"the {dialect} dialect takes the {what} as a URL only, and {path} is a local file",
+        hint=f"upload it somewhere the provider can fetch it and pass {flag} https://...",
+    )
 
 
 class Service:
@@ -96,18 +110,20 @@ class Service:
             if not req.prompt.strip():
                 raise UsageError("the prompt is empty", hint="describe the video to generate")
             return
+        if self.dialect.prompt_required and not (req.prompt or "").strip():
+            raise PreflightError(
+                f"the {self.dialect.name} dialect refuses motion control without a prompt (its gateway requires "
+                "one even though Kling's docs call it optional)",
+                hint='add --prompt "..." describing the scene',
+            )
         if not req.image.is_url:
             _info, req.image_base64 = check_image(req.image.value)
+            if not self.dialect.image_base64:
+                raise _needs_url(self.dialect.name, "subject image", req.image.value, "--image")
         if not req.video.is_url:
             check_video(req.video.value, req.orientation)
             if not self.dialect.video_base64:
-                from kling_cli.errors import PreflightError
-
-                raise PreflightError(
-                    f"the {self.dialect.name} dialect takes the motion reference video as a URL only, "
-                    f"and {req.video.value} is a local file",
-                    hint="upload the video somewhere the provider can fetch it and pass --video https://...",
-                )
+                raise _needs_url(self.dialect.name, "motion reference video", req.video.value, "--video")
 
     # -- operations -----------------------------------------------------------------------------
     def submit(self, kind: str, req: T2VRequest | MotionRequest) -> Task:

@@ -13,7 +13,7 @@ from conftest import DATA, sandbox_stats
 from kling_cli.sandbox.core import ASSET
 
 TASK_FIELDS = {"id", "provider", "dialect", "profile", "kind", "status", "raw_status", "progress", "videos", "error",
-               "external_id", "created_at", "updated_at"}
+               "external_id", "created_at", "updated_at", "cost"}
 
 
 def submit(kling, prompt="a red fox", *args):

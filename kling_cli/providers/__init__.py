@@ -10,6 +10,10 @@ from kling_cli.providers.base import Dialect
 
 _MODULES = {
     "kling": ("kling_cli.providers.kling", "KlingDialect"),
+    "cometapi": ("kling_cli.providers.cometapi", "CometApiDialect"),
+    "newapi": ("kling_cli.providers.newapi", "NewApiDialect"),
+    "acedata": ("kling_cli.providers.acedata", "AceDataDialect"),
+    "aigw": ("kling_cli.providers.aigw", "AigwDialect"),
 }
 
 

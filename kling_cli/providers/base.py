@@ -58,9 +58,13 @@ class Dialect:
     kinds: frozenset[str] = frozenset({"t2v", "motion"})
     #: the provider can find a task by the client's external id (so a lost submit can be reconciled)
     lookup_by_external_id = False
+    #: the motion subject image may be sent inline as raw base64 (else it must be a URL)
+    image_base64 = True
     #: the motion reference video may be sent inline as base64 (else it must be a URL)
     video_base64 = False
     prompt_limit = 2500
+    #: a motion-control task needs a non-empty prompt here
+    prompt_required = False
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         self.options = dict(options or {})

@@ -14,6 +14,7 @@ from typing import Any
 from kling_cli.credentials import Credentials
 from kling_cli.errors import ApiError, AuthRejected, NotFound, ProviderUnavailable, RequestRejected
 from kling_cli.models import (
+    Cost,
     MotionRequest,
     T2VRequest,
     Task,
@@ -21,7 +22,7 @@ from kling_cli.models import (
     TaskStatus,
     Video,
     epoch_to_iso,
-    to_seconds,
+    to_number,
     to_str_id,
 )
 from kling_cli.providers.base import (
@@ -207,7 +208,7 @@ def parse_kling_task(kind: str, data: dict[str, Any], payload: Any, *, task_id: 
         if isinstance(item, dict):
             videos.append(
                 Video(id=to_str_id(item.get("id")), url=text_or_none(item.get("url")),
-                      duration=to_seconds(item.get("duration")))
+                      duration=to_number(item.get("duration")))
             )
     error = None
     if status is TaskStatus.FAILED:
@@ -225,5 +226,11 @@ def parse_kling_task(kind: str, data: dict[str, Any], payload: Any, *, task_id: 
         external_id=text_or_none(dig(data, "task_info", "external_task_id")),
         created_at=epoch_to_iso(data.get("created_at"), unit="ms"),
         updated_at=epoch_to_iso(data.get("updated_at"), unit="ms"),
+        cost=_units(data.get("final_unit_deduction")),
         raw=payload,
     )
+
+
+def _units(value: Any) -> Cost | None:
+    amount = to_number(value)
+    return Cost(amount, "units") if amount is not None else None

@@ -1,0 +1,191 @@
+"""AceDataCloud: its own bodies and a task record instead of Kling's envelope.
+
+Wire facts (aigw-newapi-acedata.md §3, seed 003):
+- `POST /kling/videos` (`action`, `model`, a numeric `duration`, `start_image_url`...) and `POST /kling/motion`
+  (`model_name`, `image_url`, `video_url`...); without `"async": true` (or a callback URL) the request stays
+  open until the video is done, so kling-cli always sends it; a 5xx whose body carries a `task_id`
+  (notably 504 `timeout`) means the task exists and is polled;
+- `POST /kling/tasks` with `{"id", "action": "retrieve"}`, or `{"ids": [...], "action": "retrieve_batch"}`
+  for many at once (`{"items": [...], "count": n}`); an unknown id answers `{}`;
+- the record: no `response` yet = pending; `response.success` true with `video_url` = done (`state`
+  "succeed"); `success` false, an `error`, or a failed `state` = failed (`response.error.message`);
+  `created_at`/`finished_at` are float seconds; the record's top-level `duration` is the job's elapsed
+  time, `response.duration` the video's length;
+- errors: `{"success": false, "error": {"code", "message"}, "trace_id"}`; `used_up` is an exhausted
+  balance (never retried), `too_many_requests` a rate limit (retried).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kling_cli.errors import ApiError, AuthRejected, BadResponse, NotFound, ProviderUnavailable, RequestRejected
+from kling_cli.models import (
+    MotionRequest,
+    T2VRequest,
+    Task,
+    TaskError,
+    TaskStatus,
+    Video,
+    epoch_to_iso,
+    to_number,
+    to_str_id,
+)
+from kling_cli.providers.base import (
+    Dialect,
+    Reply,
+    WireRequest,
+    dig,
+    drop_none,
+    generic_error,
+    text_or_none,
+    unknown_task,
+)
+
+RUNNING_STATES = {"processing", "running"}
+QUEUED_STATES = {"submitted", "pending", "queued"}
+FAILED_STATES = {"failed", "error", "cancelled", "canceled"}
+TYPE_KINDS = {"videos": "t2v", "motion": "motion"}
+
+_ERRORS: dict[str, tuple[type[ApiError], str, bool, str | None]] = {
+    "used_up": (RequestRejected, "insufficient_balance", False, "top up the AceData account; retrying will not help"),
+    "too_many_requests": (ProviderUnavailable, "rate_limited", True, None),
+    "invalid_token": (AuthRejected, "auth_rejected", False, "check the profile's API token"),
+    "token_expired": (AuthRejected, "auth_rejected", False, "the token expired: create a new one"),
+    "token_mismatched": (AuthRejected, "auth_rejected", False, "this token is for another AceData service"),
+    "no_token": (AuthRejected, "auth_rejected", False, "no token was sent: check the profile"),
+    "disabled": (AuthRejected, "permission_denied", False, "the application is disabled: see the AceData console"),
+    "bad_request": (RequestRejected, "invalid_request", False, None),
+    "api_not_implemented": (BadResponse, "bad_response", False, "check the base URL"),
+    "no_api": (BadResponse, "bad_response", False, "check the base URL"),
+    "api_error": (ProviderUnavailable, "server_error", True, None),
+    "bad_gateway": (ProviderUnavailable, "server_error", True, None),
+    "service_unavailable": (ProviderUnavailable, "unavailable", True, None),
+    "timeout": (ProviderUnavailable, "server_timeout", True, None),
+}
+
+
+class AceDataDialect(Dialect):
+    name = "acedata"
+    # The docs only show URLs for the motion inputs.
+    image_base64 = False
+    video_base64 = False
+
+    def build_submit(self, kind: str, req: T2VRequest | MotionRequest) -> WireRequest:
+        if isinstance(req, T2VRequest):
+            body = drop_none({
+                "action": "text2video",
+                "model": req.model,
+                "prompt": req.prompt,
+                "negative_prompt": req.negative_prompt,
+                "cfg_scale": req.cfg_scale,
+                "mode": req.mode,
+                "duration": req.duration,  # a number here, unlike Kling's string
+                "aspect_ratio": req.aspect_ratio,
+                "camera_control": req.camera_control,
+                "callback_url": req.callback_url,
+            })
+            path = "/kling/videos"
+        else:
+            keep = None if req.keep_sound is None else ("yes" if req.keep_sound else "no")
+            body = drop_none({
+                "model_name": req.model,
+                "prompt": req.prompt,
+                "image_url": req.image.value,
+                "video_url": req.video.value,
+                "character_orientation": req.orientation,
+                "mode": req.mode,
+                "keep_original_sound": keep,
+                "callback_url": req.callback_url,
+            })
+            path = "/kling/motion"
+        body["async"] = True
+        body.update(req.extra)
+        return WireRequest("POST", path, json=body, creates_task=True)
+
+    def build_get(self, kind: str, task_id: str) -> WireRequest:
+        return WireRequest("POST", "/kling/tasks", json={"id": task_id, "action": "retrieve"})
+
+    def build_get_many(self, task_ids: list[str]) -> WireRequest:
+        return WireRequest("POST", "/kling/tasks", json={"ids": list(task_ids), "action": "retrieve_batch"})
+
+    def parse_many(self, payload: Any) -> list[Any]:
+        items = dig(payload, "items")
+        return items if isinstance(items, list) else []
+
+    def parse_submit(self, kind: str, reply: Reply) -> Task:
+        payload = reply.payload if isinstance(reply.payload, dict) else {}
+        task_id = to_str_id(payload.get("task_id"))
+        if task_id and reply.status >= 500:
+            # e.g. 504 "timeout": the answer was slow, the task exists; follow it like any other
+            return Task(id=task_id, kind=kind, status=TaskStatus.QUEUED, raw=reply.payload)
+        if "video_url" in payload or "state" in payload:
+            # a synchronous answer (the final result itself), shaped like a record's response
+            return self.parse_task(kind, {"id": task_id, "response": payload}, task_id=task_id)
+        if task_id:
+            return Task(id=task_id, kind=kind, status=TaskStatus.QUEUED, raw=reply.payload)
+        return unknown_task(kind, None, reply.payload)
+
+    def parse_task(self, kind: str, payload: Any, *, task_id: str | None = None) -> Task:
+        if not isinstance(payload, dict):
+            return unknown_task(kind, task_id, payload)
+        record_type = payload.get("type")
+        if isinstance(record_type, str) and record_type in TYPE_KINDS:
+            kind = TYPE_KINDS[record_type]
+        response = payload.get("response")
+        created = epoch_to_iso(payload.get("created_at"), unit="s")  # float seconds
+        updated = epoch_to_iso(payload.get("finished_at"), unit="s") or epoch_to_iso(payload.get("started_at"),
+                                                                                       unit="s") or created
+        task = Task(id=to_str_id(payload.get("id")) or task_id or "", kind=kind, status=TaskStatus.QUEUED,
+                    created_at=created, updated_at=updated, raw=payload)
+        if response is None:
+            return task  # accepted, not started: the record has no response yet
+        if not isinstance(response, dict):
+            task.status = TaskStatus.UNKNOWN
+            return task
+        state = response.get("state")
+        task.raw_status = state if isinstance(state, str) else None
+        error = response.get("error")
+        success = response.get("success")
+        url = text_or_none(response.get("video_url"))
+        if success is False or error or state in FAILED_STATES:
+            task.status = TaskStatus.FAILED
+            message = text_or_none(dig(error, "message")) or text_or_none(error) or "the provider gave no reason"
+            task.error = TaskError(code=text_or_none(dig(error, "code")), message=message)
+        elif success is True and url:
+            task.status = TaskStatus.SUCCEEDED
+            task.progress = 1.0
+            task.videos = [Video(id=to_str_id(response.get("video_id")), url=url,
+                                 duration=to_number(response.get("duration")))]
+        elif state in QUEUED_STATES:
+            task.status = TaskStatus.QUEUED
+        elif state is None or state in RUNNING_STATES or success is True:
+            # success without a URL yet is not done: require the video (Nexior does the same)
+            task.status = TaskStatus.RUNNING
+        else:
+            task.status = TaskStatus.UNKNOWN
+        return task
+
+    def error_for(self, reply: Reply) -> ApiError | None:
+        payload = reply.payload
+        error = dig(payload, "error")
+        # A 5xx that names a task_id: the task was created and can be polled.
+        if reply.status >= 500 and to_str_id(dig(payload, "task_id")) and reply.request_path != "/kling/tasks":
+            return None
+        if reply.request_path == "/kling/tasks" and payload == {} and reply.status == 200:
+            return NotFound("no such task (AceData answered an empty record)")
+        if isinstance(error, dict):
+            code = text_or_none(error.get("code")) or ""
+            message = text_or_none(error.get("message")) or code or "no message"
+            kwargs = {"status": reply.status, "provider_code": code or None,
+                      "request_id": text_or_none(dig(payload, "trace_id"))}
+            known = _ERRORS.get(code)
+            if known:
+                cls, stable, retryable, hint = known
+                return cls(f"AceData refused the request: {message}", hint=hint, code=stable, retryable=retryable,
+                           **kwargs)
+            return generic_error(reply, message, provider_code=code or None) or RequestRejected(
+                f"AceData refused the request: {message}", **kwargs)
+        if dig(payload, "success") is False and reply.request_path != "/kling/tasks":
+            return RequestRejected("AceData refused the request (no reason given)", status=reply.status)
+        return generic_error(reply)
