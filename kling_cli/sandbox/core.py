@@ -3,21 +3,31 @@
 Scripted outcomes come from markers in the prompt (documented in the README), e.g. `sandbox:fail`,
 `sandbox:slow`, `sandbox:429x2`. Counted markers ("x2") fire for the first N matching requests, counted
 on disk per marker and prompt so that they work across processes.
+
+Callbacks: a dispatcher thread POSTs each dialect's callback payload once a task with a callback URL
+reaches a terminal state (see `CallbackDispatcher`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
+import json
 import re
+import threading
+import time
+import urllib.request
 from pathlib import Path
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
-from kling_cli.sandbox.server import App, HTTPServer, Request, Response, Router, json_response, serve_in_thread
-from kling_cli.sandbox.store import Store
+from kling_cli.sandbox.server import App, HTTPServer, Request, Response, Router, json_response
+from kling_cli.sandbox.store import Store, TaskRow
 
 DEFAULT_TASK_SECONDS = 4.0
 SLOW_FACTOR = 5.0
 ASSET = Path(__file__).parent / "assets" / "sample.mp4"
+SERVE_POLL = 0.02
 
 _MARKER = re.compile(r"sandbox:([a-z0-9_-]+?)(?:x(\d+))?\b")
 
@@ -44,13 +54,22 @@ class Sandbox:
         self.app = App()
         self.app.mount(_files_router(self))
         self.app.mount(_admin_router(self))
-        from kling_cli.sandbox import kling_api
+        from kling_cli.sandbox import acedata_api, aigw_api, cometapi_api, kling_api, newapi_api
 
+        modules = {"kling": kling_api, "cometapi": cometapi_api, "newapi": newapi_api, "acedata": acedata_api,
+                   "aigw": aigw_api}
         #: dialect name -> its path prefix on this server
-        self.dialects = {"kling": "/kling"}
-        self.app.mount(kling_api.router(self, self.dialects["kling"]))
+        self.dialects = {name: f"/{name}" for name in modules}
+        for name, module in modules.items():
+            self.app.mount(module.router(self, self.dialects[name]))
+        #: dialect name -> builder of the body it POSTs to a task's callback URL
+        self.callback_payloads: dict[str, Callable[[Sandbox, TaskRow], dict[str, Any]]] = {
+            name: module.callback_payload for name, module in modules.items()
+        }
+        self.log = log
         self.server = HTTPServer((host, port), self.app, log)
         self.host = host
+        self.dispatcher = CallbackDispatcher(self)
 
     # -- lifecycle ------------------------------------------------------------------------------
     @property
@@ -65,13 +84,22 @@ class Sandbox:
         return self.origin + self.dialects[dialect]
 
     def start(self) -> Sandbox:
-        serve_in_thread(self.server)
+        # A short poll interval: `close()` waits one interval for the serving loop to notice, and the
+        # test suite opens and closes a sandbox per test.
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": SERVE_POLL}, daemon=True,
+                         name="kling-sandbox").start()
+        self.dispatcher.start()
         return self
 
     def serve_forever(self) -> None:
-        self.server.serve_forever(poll_interval=0.2)
+        self.dispatcher.start()
+        try:
+            self.server.serve_forever(poll_interval=0.2)
+        finally:
+            self.dispatcher.stop()
 
     def close(self) -> None:
+        self.dispatcher.stop()
         self.server.shutdown()
         self.server.server_close()
         self.store.close()
@@ -84,14 +112,166 @@ class Sandbox:
         digest = hashlib.sha256(key.encode()).hexdigest()[:16]
         return self.store.bump(f"fault:{name}:{digest}") <= marks[name]
 
+    def submit_fault(self, marks: dict[str, int], key: str) -> str | None:
+        """The scripted refusal of a submit, if any: "429", "billing", "policy" or "500".
+
+        Checked in the order the official dialect checks them; each dialect words the refusal its own way.
+        """
+        if self.fires(marks, "429", key):
+            return "429"
+        if "billing" in marks:
+            return "billing"
+        if "policy" in marks:
+            return "policy"
+        if self.fires(marks, "500", key):
+            return "500"
+        return None
+
     def seconds_for(self, marks: dict[str, int]) -> float:
         return self.task_seconds * (SLOW_FACTOR if "slow" in marks else 1.0)
 
     def count(self, name: str) -> None:
         self.store.bump(f"stat:{name}")
 
-    def video_url(self, req: Request, video_id: str) -> str:
-        return f"{req.origin}/files/{video_id}.mp4"
+    def video_url(self, where: Request | str, video_id: str) -> str:
+        """The result URL on this server; `where` is the request being answered, or an origin (callbacks)."""
+        origin = where if isinstance(where, str) else where.origin
+        return f"{origin}/files/{video_id}.mp4"
+
+    def _log(self, message: str) -> None:
+        if self.log is not None:
+            self.log(message)
+
+
+class FallbackRouter(Router):
+    """A router that answers every unmatched path under its prefix with `fallback` (a provider's own
+    "wrong URL" answer) instead of the app's generic JSON 404 / 405."""
+
+    def __init__(self, prefix: str, fallback: Callable[[Request], Response]) -> None:
+        super().__init__(prefix)
+        self.fallback = fallback
+
+    def match(self, method: str, path: str) -> tuple[Callable[[Request], Response] | None, dict[str, str], bool]:
+        handler, params, _exists = super().match(method, path)
+        if handler is None:
+            return self.fallback, {}, True
+        return handler, params, True
+
+
+def bearer_token(req: Request, *, any_case: bool = False) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header, or None."""
+    scheme, _, token = (req.headers.get("Authorization") or "").partition(" ")
+    if scheme != "Bearer" and not (any_case and scheme.lower() == "bearer"):
+        return None
+    return token.strip() or None
+
+
+TERMINAL = ("succeeded", "failed")
+CALLBACK_INTERVAL = 0.1
+CALLBACK_TIMEOUT = 2.0
+
+
+def is_loopback_url(url: str) -> bool:
+    """True for http(s) URLs whose host is literally loopback (localhost, 127.0.0.0/8, ::1).
+
+    Decided from the URL text alone (no DNS lookup): the sandbox never sends traffic off this machine.
+    """
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        return False
+    if parts.scheme not in ("http", "https") or not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class CallbackDispatcher:
+    """Every ~0.1 s, POST the callback of each task that has a callback URL, reached a terminal state
+    and was not yet notified.
+
+    "Notified" is recorded in the task's `meta` before sending, so a task is notified at most once per
+    database even across restarts; two sandbox processes sharing one state dir may rarely both send
+    (the official docs tell receivers to de-duplicate callbacks anyway, kling-official-cometapi.md §5.20).
+    Delivery failures are logged and not retried (retry policies are undocumented everywhere).
+    Only loopback URLs are called: the sandbox is a local emulator and must not reach the network.
+    """
+
+    def __init__(self, sandbox: Sandbox, interval: float = CALLBACK_INTERVAL) -> None:
+        self.sandbox = sandbox
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        #: how a payload is delivered (replaceable in tests)
+        self.post: Callable[[str, dict[str, Any]], None] = _post_json
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="kling-sandbox-callbacks")
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.sweep()
+            except Exception as exc:  # a closed store at shutdown, a bad row: keep the thread alive
+                self.sandbox._log(f"callback sweep failed: {type(exc).__name__}: {exc}")
+
+    def sweep(self, now: float | None = None) -> int:
+        """Notify every due task once; returns how many were handed to `post`."""
+        now = time.time() if now is None else now
+        sent = 0
+        for row in self.sandbox.store.with_callbacks():
+            if "notified" in row.meta or row.phase(now) not in TERMINAL:
+                continue
+            build = self.sandbox.callback_payloads.get(row.dialect)
+            if build is None or not row.callback_url:
+                continue
+            url = row.callback_url
+            deliver = is_loopback_url(url)
+            self.sandbox.store.update_meta(
+                row.id, {**row.meta, "notified": {"at": now, "phase": row.phase(now), "sent": deliver}}
+            )
+            if not deliver:
+                self.sandbox._log(f"callback for {row.dialect} task {row.id} skipped: {url} is not loopback")
+                continue
+            payload = build(self.sandbox, row)
+            # one short thread per delivery, so that a slow receiver does not hold up the others
+            threading.Thread(target=self._deliver, args=(url, payload, row), daemon=True).start()
+            sent += 1
+        return sent
+
+    def _deliver(self, url: str, payload: dict[str, Any], row: TaskRow) -> None:
+        try:
+            self.post(url, payload)
+        except Exception as exc:
+            self.sandbox._log(f"callback for {row.dialect} task {row.id} to {url} failed: {exc}")
+
+
+# No proxies: a proxy from the environment would carry a loopback callback off this machine.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def _post_json(url: str, payload: dict[str, Any]) -> None:
+    request = urllib.request.Request(
+        url, data=json.dumps(payload).encode(), method="POST",
+        headers={"Content-Type": "application/json", "User-Agent": "kling-sandbox-callback"},
+    )
+    with _OPENER.open(request, timeout=CALLBACK_TIMEOUT) as answer:
+        answer.read()
 
 
 def _files_router(sandbox: Sandbox) -> Router:

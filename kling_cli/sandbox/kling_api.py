@@ -195,12 +195,13 @@ def validate_motion(body: dict[str, Any]) -> None:
     _optional_str(body, "external_task_id")
 
 
-def _new_id() -> str:
+def new_id() -> str:
     # 18-19 digit numeric strings, like the real ones
     return str(800_000_000_000_000_000 + secrets.randbelow(100_000_000_000_000_000))
 
 
-def task_object(sandbox: Sandbox, req: Request, row: TaskRow, now: float | None = None) -> dict[str, Any]:
+def task_object(sandbox: Sandbox, req: Request | str, row: TaskRow, now: float | None = None) -> dict[str, Any]:
+    """The legacy task object; `req` is the request being answered, or an origin for a callback."""
     now = time.time() if now is None else now
     phase = row.phase(now)
     data: dict[str, Any] = {
@@ -247,15 +248,15 @@ def submit(sandbox: Sandbox, req: Request, kind: str, *, dialect: str = DIALECT)
         external_id = body.get("external_task_id") or None
         try:
             row = sandbox.store.create(
-                task_id=_new_id(),
+                task_id=new_id(),
                 dialect=dialect,
                 kind=kind,
-                request=_redact_media(body),
+                request=redact_media(body),
                 external_id=external_id,
                 seconds=sandbox.seconds_for(marks),
                 outcome="failed" if "fail" in marks else "succeeded",
                 reason=RISK_MESSAGE if "fail" in marks else None,
-                video_id=_new_id(),
+                video_id=new_id(),
                 callback_url=body.get("callback_url") or None,
             )
         except DuplicateExternalId:
@@ -270,7 +271,13 @@ def submit(sandbox: Sandbox, req: Request, kind: str, *, dialect: str = DIALECT)
                                              ("task_id", "task_status", "task_info", "created_at", "updated_at")}))
 
 
-def _redact_media(body: dict[str, Any]) -> dict[str, Any]:
+def callback_payload(sandbox: Sandbox, row: TaskRow) -> dict[str, Any]:
+    """The callback body: the bare task object, no envelope (kling-official-cometapi.md §1.9). Sent once,
+    at the terminal state; the docs allow one per status change, receivers must de-duplicate anyway."""
+    return task_object(sandbox, sandbox.origin, row)
+
+
+def redact_media(body: dict[str, Any]) -> dict[str, Any]:
     image = body.get("image_url")
     if isinstance(image, str) and not image.startswith(("http://", "https://")):
         body = {**body, "image_url": f"<base64, {len(image)} chars>"}

@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import re
 import socket
-import threading
-import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -213,14 +211,3 @@ class HTTPServer(ThreadingHTTPServer):
     @property
     def port(self) -> int:
         return self.server_address[1]
-
-
-def serve_in_thread(server: HTTPServer) -> threading.Thread:
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True,
-                              name="kling-sandbox")
-    thread.start()
-    return thread
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
