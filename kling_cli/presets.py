@@ -5,13 +5,12 @@ Kept free of heavy imports: the config loader validates against it on every star
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 DIALECTS = ("kling", "cometapi", "newapi", "acedata", "aigw")
 
 
-@dataclass(frozen=True)
-class Preset:
+class Preset(NamedTuple):
     name: str
     dialect: str | None
     base_url: str | None

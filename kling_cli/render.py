@@ -6,22 +6,17 @@ Human text may change between releases; the JSON fields are the stable interface
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from kling_cli import envvars
-from kling_cli.errors import KlingError
-from kling_cli.models import Task, TaskStatus
 
-_STATUS_COLORS = {
-    TaskStatus.QUEUED: "33",
-    TaskStatus.RUNNING: "36",
-    TaskStatus.SUCCEEDED: "32",
-    TaskStatus.FAILED: "31",
-    TaskStatus.UNKNOWN: "35",
-}
+if TYPE_CHECKING:  # models and json are imported on use: `kling --help` needs neither
+    from kling_cli.errors import KlingError
+    from kling_cli.models import Task
+
+_STATUS_COLORS = {"queued": "33", "running": "36", "succeeded": "32", "failed": "31", "unknown": "35"}
 
 
 class Output:
@@ -81,6 +76,8 @@ class Output:
         self.stdout.flush()
 
     def json(self, obj: Any) -> None:
+        import json
+
         self.data(json.dumps(obj, ensure_ascii=False, separators=(",", ":")))
 
     def task(self, task: Task, *, detail: bool = False, files: list[str] | None = None) -> None:
@@ -134,12 +131,12 @@ def _isatty(stream: Any) -> bool:
         return False
 
 
-def paint(text: str, status: TaskStatus, color: bool) -> str:
-    return f"\033[{_STATUS_COLORS[status]}m{text}\033[0m" if color else text
+def paint(text: str, status: str, color: bool) -> str:
+    return f"\033[{_STATUS_COLORS.get(status, '0')}m{text}\033[0m" if color else text
 
 
 def outcome_text(task: Task) -> str:
-    if task.status is TaskStatus.FAILED and task.error:
+    if task.status.value == "failed" and task.error:
         return task.error.message
     urls = [v.url for v in task.videos if v.url]
     return " ".join(urls)
@@ -157,7 +154,7 @@ def format_task_block(task: Task, *, color: bool = False) -> str:
     rows = [
         ("id", task.id),
         ("kind", task.kind),
-        ("status", paint(status, task.status, color)),
+        ("status", paint(status, task.status.value, color)),
         ("progress", f"{task.progress:.0%}" if task.progress is not None else None),
         ("external id", task.external_id),
         ("created", task.created_at),

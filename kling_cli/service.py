@@ -19,7 +19,6 @@ from kling_cli.errors import (
     Unsupported,
     UsageError,
 )
-from kling_cli.media import check_image, check_prompt, check_video
 from kling_cli.models import KINDS, MotionRequest, T2VRequest, Task
 from kling_cli.providers import get_dialect
 from kling_cli.render import Output
@@ -101,6 +100,8 @@ class Service:
     # -- preflight ------------------------------------------------------------------------------
     def preflight(self, kind: str, req: T2VRequest | MotionRequest) -> None:
         """Everything that can be checked locally, checked before a request that costs money."""
+        from kling_cli.media import check_image, check_prompt, check_video
+
         if kind not in self.dialect.kinds:
             raise Unsupported(f"the {self.dialect.name} dialect does not offer {kind} tasks")
         limit = self.dialect.prompt_limit

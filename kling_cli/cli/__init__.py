@@ -6,7 +6,7 @@ sandbox are imported inside the commands that use them.
 
 from __future__ import annotations
 
-import json
+import copy
 import sys
 from typing import Annotated, Optional, Sequence
 
@@ -66,15 +66,60 @@ def _usage_error(exc: Exception, args: Sequence[str]) -> int:
     hint = f"see `{where} --help`"
     code = getattr(exc, "exit_code", int(ExitCode.USAGE))
     if "--json" in args:
+        import json
+
         sys.stdout.write(json.dumps({"error": {"code": "usage", "message": message, "hint": hint}}) + "\n")
     else:
         sys.stderr.write(f"kling: error: {message}\nhint: {hint}\n")
     return code
 
 
+#: options of the root command that take a value (so that value is not mistaken for a command name)
+_ROOT_VALUE_OPTIONS = ("--profile", "-p", "--dialect")
+
+
+def _first_command(args: Sequence[str]) -> int | None:
+    """The index of the first command name in `args`, skipping options and their values."""
+    skip = False
+    for index, arg in enumerate(args):
+        if skip:
+            skip = False
+        elif arg in _ROOT_VALUE_OPTIONS:
+            skip = True
+        elif arg == "--":
+            return None
+        elif not arg.startswith("-"):
+            return index
+    return None
+
+
+def only_invoked(typer_app: typer.Typer, args: Sequence[str]) -> typer.Typer:
+    """A copy of the app holding only the branch that `args` runs.
+
+    Typer builds the parameters of every command at each start (about 5 ms for kling's tree); a run needs
+    one. Help, completion and unknown names get the whole tree, so their output is unchanged.
+    """
+    index = _first_command(args)
+    if index is None:
+        return typer_app
+    name = args[index]
+    pruned = copy.copy(typer_app)
+    for info in typer_app.registered_commands:
+        if info.name == name:
+            pruned.registered_commands, pruned.registered_groups = [info], []
+            return pruned
+    for group in typer_app.registered_groups:
+        if group.name == name:
+            branch = copy.copy(group)
+            branch.typer_instance = only_invoked(group.typer_instance, args[index + 1:])
+            pruned.registered_commands, pruned.registered_groups = [], [branch]
+            return pruned
+    return typer_app
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
-    command = typer.main.get_command(app)
+    command = typer.main.get_command(only_invoked(app, args))
     try:
         code = command.main(args=args, prog_name="kling", standalone_mode=False)
     except typer.TyperException as exc:

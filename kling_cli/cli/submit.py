@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -51,6 +50,8 @@ DownloadOpt = Annotated[Optional[Path], typer.Option("--download", metavar="DIR"
 
 
 def parse_extra(items: list[str] | None) -> dict[str, Any]:
+    import json
+
     fields: dict[str, Any] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
@@ -66,6 +67,8 @@ def parse_extra(items: list[str] | None) -> dict[str, Any]:
 def _camera(text: str | None) -> dict[str, Any] | None:
     if text is None:
         return None
+    import json
+
     try:
         value = json.loads(text)
     except ValueError as exc:
