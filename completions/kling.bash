@@ -15,9 +15,21 @@
 _kling_info() {
     case "$1" in
         'kling')
-            _kling_subs=(download profile sandbox status submit wait)
+            _kling_subs=(callback download profile sandbox status submit wait)
             _kling_opts=(--version --profile -p --json --quiet -q --verbose -v --no-color --no-input --raw --dialect --help -h)
             _kling_vopts=' --profile -p --dialect '
+            ;;
+        'kling callback')
+            _kling_subs=(listen verify)
+            _kling_opts=(--help -h)
+            ;;
+        'kling callback listen')
+            _kling_opts=(--host --port --count --webhook-secret-file --profile -p --json --quiet -q --verbose -v --no-color --no-input --help -h)
+            _kling_vopts=' --host --port --count --webhook-secret-file --profile -p '
+            ;;
+        'kling callback verify')
+            _kling_opts=(--header -H --webhook-secret-file --profile -p --json --quiet -q --verbose -v --no-color --no-input --help -h)
+            _kling_vopts=' --header -H --webhook-secret-file --profile -p '
             ;;
         'kling download')
             _kling_opts=(--kind --output -o --force -f --profile -p --json --quiet -q --verbose -v --no-color --no-input --raw --dialect --help -h)
@@ -29,8 +41,8 @@ _kling_info() {
             _kling_opts=(--help -h)
             ;;
         'kling profile add')
-            _kling_opts=(--provider --base-url --dialect --api-key-file --api-key-env --access-key --secret-key-file --timeout --retries --default --force --profile -p --json --quiet -q --verbose -v --no-color --no-input --help -h)
-            _kling_vopts=' --provider --base-url --dialect --api-key-file --api-key-env --access-key --secret-key-file --timeout --retries --profile -p '
+            _kling_opts=(--provider --base-url --dialect --api-key-file --api-key-env --access-key --secret-key-file --webhook-secret-file --timeout --retries --default --force --profile -p --json --quiet -q --verbose -v --no-color --no-input --help -h)
+            _kling_vopts=' --provider --base-url --dialect --api-key-file --api-key-env --access-key --secret-key-file --webhook-secret-file --timeout --retries --profile -p '
             _kling_nargs=1
             ;;
         'kling profile list')
@@ -90,6 +102,9 @@ _kling_info() {
 # Usage: _kling_values PATH OPTION-OR-#N TYPED
 _kling_values() {
     case "$1 $2" in
+        'kling callback listen --webhook-secret-file'|'kling callback verify --webhook-secret-file'|'kling profile add --api-key-file'|'kling profile add --secret-key-file'|'kling profile add --webhook-secret-file'|'kling sandbox serve --state-dir'|'kling submit motion --image'|'kling submit motion --video')
+            _kling_files "$3"
+            ;;
         'kling download --kind'|'kling status --kind'|'kling wait --kind')
             _kling_filter "$3" 't2v' 'motion'
             ;;
@@ -101,9 +116,6 @@ _kling_values() {
             ;;
         'kling profile add --dialect')
             _kling_filter "$3" 'kling' 'cometapi' 'newapi' 'acedata' 'aigw'
-            ;;
-        'kling profile add --api-key-file'|'kling profile add --secret-key-file'|'kling sandbox serve --state-dir'|'kling submit motion --image'|'kling submit motion --video')
-            _kling_files "$3"
             ;;
         'kling submit motion --orientation')
             _kling_filter "$3" 'image' 'video'

@@ -10,7 +10,9 @@
 function __kling_subcommands
     switch $argv[1]
         case 'kling'
-            printf '%s\n' 'download' 'profile' 'sandbox' 'status' 'submit' 'wait'
+            printf '%s\n' 'callback' 'download' 'profile' 'sandbox' 'status' 'submit' 'wait'
+        case 'kling callback'
+            printf '%s\n' 'listen' 'verify'
         case 'kling profile'
             printf '%s\n' 'add' 'list' 'remove' 'show' 'use'
         case 'kling sandbox'
@@ -24,10 +26,14 @@ function __kling_value_options
     switch $argv[1]
         case 'kling'
             printf '%s\n' '--profile' '-p' '--dialect'
+        case 'kling callback listen'
+            printf '%s\n' '--host' '--port' '--count' '--webhook-secret-file' '--profile' '-p'
+        case 'kling callback verify'
+            printf '%s\n' '--header' '-H' '--webhook-secret-file' '--profile' '-p'
         case 'kling download'
             printf '%s\n' '--kind' '--output' '-o' '--profile' '-p' '--dialect'
         case 'kling profile add'
-            printf '%s\n' '--provider' '--base-url' '--dialect' '--api-key-file' '--api-key-env' '--access-key' '--secret-key-file' '--timeout' '--retries' '--profile' '-p'
+            printf '%s\n' '--provider' '--base-url' '--dialect' '--api-key-file' '--api-key-env' '--access-key' '--secret-key-file' '--webhook-secret-file' '--timeout' '--retries' '--profile' '-p'
         case 'kling profile list'
             printf '%s\n' '--profile' '-p'
         case 'kling profile remove'
@@ -95,6 +101,7 @@ end
 complete -c kling -f
 
 # kling
+complete -c kling -n '__kling_at kling' -a 'callback' -d 'Check and receive the callbacks (webhooks) providers POST when a task ends'
 complete -c kling -n '__kling_at kling' -a 'download' -d 'Download the videos of a succeeded task (prints each file\'s path)'
 complete -c kling -n '__kling_at kling' -a 'profile' -d 'Manage profiles (provider, base URL, credentials)'
 complete -c kling -n '__kling_at kling' -a 'sandbox' -d 'The built-in emulator of every provider dialect'
@@ -111,6 +118,35 @@ complete -c kling -n '__kling_at kling' -l 'no-input' -d 'Never prompt (always s
 complete -c kling -n '__kling_at kling' -l 'raw' -d 'Include the provider\'s own payload as `raw` in --json output'
 complete -c kling -n '__kling_at kling' -l 'dialect' -x -d 'With --profile sandbox: which provider dialect the sandbox speaks (kling...'
 complete -c kling -n '__kling_at kling' -l 'help' -s 'h' -d 'Show this message and exit'
+
+# kling callback
+complete -c kling -n '__kling_at kling callback' -a 'listen' -d 'Receive callbacks on loopback and print each one as a JSON task per line...'
+complete -c kling -n '__kling_at kling callback' -a 'verify' -d 'Check the signature of a callback body read from stdin and print its task...'
+complete -c kling -n '__kling_at kling callback' -l 'help' -s 'h' -d 'Show this message and exit'
+
+# kling callback listen
+complete -c kling -n '__kling_at kling callback listen' -l 'host' -x -d 'Address to listen on (keep it loopback)'
+complete -c kling -n '__kling_at kling callback listen' -l 'port' -x -d 'Port (0: any free port)'
+complete -c kling -n '__kling_at kling callback listen' -l 'count' -x -d 'Stop after this many accepted callbacks'
+complete -c kling -n '__kling_at kling callback listen' -l 'webhook-secret-file' -r -F -d 'The official API\'s webhook secret (whsec_...); default...'
+complete -c kling -n '__kling_at kling callback listen' -l 'profile' -s 'p' -x -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
+complete -c kling -n '__kling_at kling callback listen' -l 'json' -d 'Print one JSON object per line on stdout, errors included'
+complete -c kling -n '__kling_at kling callback listen' -l 'quiet' -s 'q' -d 'Less on stderr; -qq hides warnings too'
+complete -c kling -n '__kling_at kling callback listen' -l 'verbose' -s 'v' -d 'Explain where settings came from; -vv logs each HTTP request'
+complete -c kling -n '__kling_at kling callback listen' -l 'no-color' -d 'No colour (also NO_COLOR=1 or TERM=dumb)'
+complete -c kling -n '__kling_at kling callback listen' -l 'no-input' -d 'Never prompt (always so when stdin is not a terminal)'
+complete -c kling -n '__kling_at kling callback listen' -l 'help' -s 'h' -d 'Show this message and exit'
+
+# kling callback verify
+complete -c kling -n '__kling_at kling callback verify' -l 'header' -s 'H' -x -d 'A request header, e.g. -H \'webhook-signature: v1,...\' (repeatable)'
+complete -c kling -n '__kling_at kling callback verify' -l 'webhook-secret-file' -r -F -d 'The official API\'s webhook secret (whsec_...); default...'
+complete -c kling -n '__kling_at kling callback verify' -l 'profile' -s 'p' -x -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
+complete -c kling -n '__kling_at kling callback verify' -l 'json' -d 'Print one JSON object per line on stdout, errors included'
+complete -c kling -n '__kling_at kling callback verify' -l 'quiet' -s 'q' -d 'Less on stderr; -qq hides warnings too'
+complete -c kling -n '__kling_at kling callback verify' -l 'verbose' -s 'v' -d 'Explain where settings came from; -vv logs each HTTP request'
+complete -c kling -n '__kling_at kling callback verify' -l 'no-color' -d 'No colour (also NO_COLOR=1 or TERM=dumb)'
+complete -c kling -n '__kling_at kling callback verify' -l 'no-input' -d 'Never prompt (always so when stdin is not a terminal)'
+complete -c kling -n '__kling_at kling callback verify' -l 'help' -s 'h' -d 'Show this message and exit'
 
 # kling download
 complete -c kling -n '__kling_at kling download' -l 'kind' -x -a 't2v motion' -d 'The task\'s kind (part of the query URL); tried in turn when not given'
@@ -142,6 +178,7 @@ complete -c kling -n '__kling_at kling profile add' -l 'api-key-file' -r -F -d '
 complete -c kling -n '__kling_at kling profile add' -l 'api-key-env' -x -d 'Read the API key from this environment variable at run time'
 complete -c kling -n '__kling_at kling profile add' -l 'access-key' -x -d 'Official API access key (not a secret; pair it with --secret-key-file)'
 complete -c kling -n '__kling_at kling profile add' -l 'secret-key-file' -r -F -d 'Read the official API secret key from a file, or \'-\' for stdin'
+complete -c kling -n '__kling_at kling profile add' -l 'webhook-secret-file' -r -F -d 'Read the official API\'s webhook secret (whsec_...), used by `kling callback`'
 complete -c kling -n '__kling_at kling profile add' -l 'timeout' -x -d 'Seconds per HTTP request'
 complete -c kling -n '__kling_at kling profile add' -l 'retries' -x -d 'Retries of a failed request'
 complete -c kling -n '__kling_at kling profile add' -l 'default' -d 'Make it the default profile'

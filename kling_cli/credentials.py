@@ -23,7 +23,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 FILENAME = "credentials.toml"
-SECRET_FIELDS = ("api_key", "secret_key")
+FIELDS = ("api_key", "access_key", "secret_key", "webhook_secret")
 
 
 def mask(secret: str | None) -> str:
@@ -38,6 +38,8 @@ class Credentials:
     api_key: str | None = None
     access_key: str | None = None
     secret_key: str | None = None
+    #: the official API's webhook signing secret ("whsec_..."), for `kling callback`
+    webhook_secret: str | None = None
     source: str = ""
 
     @property
@@ -54,7 +56,7 @@ class Credentials:
         return f"access key {self.access_key}, secret key {mask(self.secret_key)}"
 
     def secrets(self) -> list[str]:
-        return [s for s in (self.api_key, self.secret_key) if s]
+        return [s for s in (self.api_key, self.secret_key, self.webhook_secret) if s]
 
     def __repr__(self) -> str:  # tracebacks and debuggers must not show a key
         return f"Credentials({self.describe()}, source={self.source!r})"
@@ -101,7 +103,7 @@ def load_credentials(config_dir: Path, *, warn: Callable[[str], None] = lambda _
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: {name}: expected a table", code="bad_credentials")
         values = {}
-        for key in ("api_key", "access_key", "secret_key"):
+        for key in FIELDS:
             value = table.get(key)
             if value is not None and not isinstance(value, str):
                 raise ConfigError(f"{path}: {name} -> {key}: expected a string", code="bad_credentials")
@@ -120,9 +122,7 @@ def store_credentials(config_dir: Path, profile: str, creds: Credentials | None)
             return
         data.pop(profile)
     else:
-        data[profile] = {
-            k: v for k, v in (("api_key", creds.api_key), ("access_key", creds.access_key), ("secret_key", creds.secret_key)) if v
-        }
+        data[profile] = {key: getattr(creds, key) for key in FIELDS if getattr(creds, key)}
     write_atomic(credentials_path(config_dir), tomli_w.dumps(data).encode(), mode=0o600)
 
 

@@ -13,7 +13,7 @@ from typing import Annotated, Optional, Sequence
 import typer
 
 from kling_cli import __version__
-from kling_cli.cli import profile, sandbox, submit, tasks  # noqa: F401 - registers the commands
+from kling_cli.cli import callback, profile, sandbox, submit, tasks  # noqa: F401 - registers the commands
 from kling_cli.cli._app import app
 from kling_cli.cli._common import (
     DialectOpt,

@@ -34,7 +34,9 @@ app = new_app(
 submit_app = new_app("Submit a paid generation task (prints its id on stdout).")
 profile_app = new_app("Manage profiles (provider, base URL, credentials).")
 sandbox_app = new_app("The built-in emulator of every provider dialect.")
+callback_app = new_app("Check and receive the callbacks (webhooks) providers POST when a task ends.")
 
 app.add_typer(submit_app, name="submit")
 app.add_typer(profile_app, name="profile")
 app.add_typer(sandbox_app, name="sandbox")
+app.add_typer(callback_app, name="callback")

@@ -32,6 +32,8 @@ def _stored(ctx: AppContext, config) -> dict[str, Any]:
 
 
 def _describe(name: str, config, stored: dict[str, Any]) -> dict[str, Any]:
+    from kling_cli.credentials import mask
+
     if name == SANDBOX_PROFILE:
         dialect = config.sandbox.get("dialect", "kling")
         return {"name": name, "provider": "sandbox", "dialect": dialect, "base_url": None,
@@ -45,6 +47,7 @@ def _describe(name: str, config, stored: dict[str, Any]) -> dict[str, Any]:
         "dialect": profile.effective_dialect,
         "base_url": profile.base_url or preset.base_url,
         "credentials": creds.describe() if creds is not None and creds.usable else None,
+        "webhook_secret": mask(creds.webhook_secret) if creds is not None and creds.webhook_secret else None,
         "default": config.default_profile == name,
         "builtin": False,
     }
@@ -81,6 +84,10 @@ def profile_add(
     secret_key_file: Annotated[Optional[str], typer.Option("--secret-key-file", metavar="PATH|-",
                                                            help="Read the official API secret key from a file, "
                                                            "or '-' for stdin.", show_default=False)] = None,
+    webhook_secret_file: Annotated[Optional[str], typer.Option("--webhook-secret-file", metavar="PATH|-",
+                                                               help="Read the official API's webhook secret "
+                                                               "(whsec_...), used by `kling callback`.",
+                                                               show_default=False)] = None,
     timeout: Annotated[Optional[float], typer.Option("--timeout", min=0.1, help="Seconds per HTTP request.",
                                                      show_default=False)] = None,
     retries: Annotated[Optional[int], typer.Option("--retries", min=0, help="Retries of a failed request.",
@@ -110,16 +117,28 @@ def profile_add(
         raise UsageError("--access-key and --secret-key-file go together")
     if access_key and preset.auth != "jwt_or_key":
         raise UsageError(f"provider {provider.value} takes an API key (--api-key-file), not an access key")
+    if [api_key_file, secret_key_file, webhook_secret_file].count("-") > 1:
+        raise UsageError("only one secret can come from stdin ('-')")
     config = _load(ctx)
     if name in config.profiles and not force:
         raise UsageError(f"profile {name!r} already exists", hint="use --force to replace it")
+
+    def secret(source: str, what: str) -> str:
+        return read_secret(source, what=what, stdin_is_tty=ctx.stdin_is_tty, no_input=ctx.no_input)
+
+    stored = _stored(ctx, config).get(name) if name in config.profiles else None
     creds = None
     if api_key_file:
-        creds = Credentials(api_key=read_secret(api_key_file, what="API key", stdin_is_tty=ctx.stdin_is_tty,
-                                                no_input=ctx.no_input))
+        creds = Credentials(api_key=secret(api_key_file, "API key"))
     elif access_key:
-        creds = Credentials(access_key=access_key, secret_key=read_secret(
-            secret_key_file or "-", what="secret key", stdin_is_tty=ctx.stdin_is_tty, no_input=ctx.no_input))
+        creds = Credentials(access_key=access_key, secret_key=secret(secret_key_file or "-", "secret key"))
+    if webhook_secret_file:
+        creds = creds or Credentials(api_key=stored.api_key if stored else None,
+                                     access_key=stored.access_key if stored else None,
+                                     secret_key=stored.secret_key if stored else None)
+        creds.webhook_secret = secret(webhook_secret_file, "webhook secret")
+    elif creds is not None and stored is not None:
+        creds.webhook_secret = stored.webhook_secret
     old = config.profiles.get(name)
     config.profiles[name] = Profile(
         name=name,
@@ -139,7 +158,7 @@ def profile_add(
         store_credentials(config.path.parent, name, creds)
     ctx.out.info(f"added profile {name!r} ({provider.value}, {config.profiles[name].effective_dialect} dialect)"
                  + (" as the default" if config.default_profile == name else ""))
-    if creds is None and not api_key_env:
+    if (creds is None or not creds.usable) and stored is None and not api_key_env:
         ctx.out.info("no key given: set KLING_API_KEY, or run this again with --api-key-file and --force")
     if ctx.out.json_mode:
         ctx.out.json(_describe(name, config, _stored(ctx, config)))
