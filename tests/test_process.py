@@ -71,3 +71,18 @@ def test_ctrl_c_exits_130_and_names_the_running_task():
     assert proc.returncode == 130
     assert f"1 task keep running remotely: {task_id}" in err or f"keep running remotely: {task_id}" in err
     assert f"kling wait {task_id}" in err
+
+
+def test_sandbox_serve_for_ci(tmp_path):
+    server = subprocess.Popen([*KLING, "sandbox", "serve", "--port", "0", "--task-seconds", "0.2"], text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    try:
+        urls = dict(server.stdout.readline().strip().split("\t") for _ in range(5))
+        assert set(urls) == {"kling", "cometapi", "newapi", "acedata", "aigw"}
+        env = {"KLING_PROFILE": "sandbox", "KLING_BASE_URL": urls["newapi"]}
+        result = run("--dialect", "newapi", "submit", "t2v", "fox", "--download", str(tmp_path), env=env)
+        assert result.returncode == 0, result.stderr
+        assert Path(result.stdout.strip()).read_bytes() == ASSET.read_bytes()
+    finally:
+        server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=10) == 0
