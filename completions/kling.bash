@@ -15,9 +15,15 @@
 _kling_info() {
     case "$1" in
         'kling')
-            _kling_subs=(callback download profile sandbox status submit wait)
+            _kling_subs=(batch-status callback download profile sandbox status submit wait)
             _kling_opts=(--version --profile -p --json --quiet -q --verbose -v --no-color --no-input --raw --dialect --help -h)
             _kling_vopts=' --profile -p --dialect '
+            ;;
+        'kling batch-status')
+            _kling_opts=(--from --kind --concurrency --check --profile -p --json --quiet -q --verbose -v --no-color --no-input --raw --dialect --help -h)
+            _kling_vopts=' --from --kind --concurrency --profile -p --dialect '
+            _kling_nargs=1
+            _kling_varargs=1
             ;;
         'kling callback')
             _kling_subs=(listen verify)
@@ -32,9 +38,10 @@ _kling_info() {
             _kling_vopts=' --header -H --webhook-secret-file --profile -p '
             ;;
         'kling download')
-            _kling_opts=(--kind --output -o --force -f --profile -p --json --quiet -q --verbose -v --no-color --no-input --raw --dialect --help -h)
-            _kling_vopts=' --kind --output -o --profile -p --dialect '
+            _kling_opts=(--from --kind --output -o --name --concurrency --force -f --profile -p --json --quiet -q --verbose -v --no-color --no-input --raw --dialect --help -h)
+            _kling_vopts=' --from --kind --output -o --name --concurrency --profile -p --dialect '
             _kling_nargs=1
+            _kling_varargs=1
             ;;
         'kling profile')
             _kling_subs=(add list remove show use)
@@ -91,9 +98,10 @@ _kling_info() {
             _kling_nargs=1
             ;;
         'kling wait')
-            _kling_opts=(--kind --timeout --interval --download --profile -p --json --quiet -q --verbose -v --no-color --no-input --raw --dialect --help -h)
-            _kling_vopts=' --kind --timeout --interval --download --profile -p --dialect '
+            _kling_opts=(--from --kind --timeout --interval --download --name --fail-fast --concurrency --profile -p --json --quiet -q --verbose -v --no-color --no-input --raw --dialect --help -h)
+            _kling_vopts=' --from --kind --timeout --interval --download --name --concurrency --profile -p --dialect '
             _kling_nargs=1
+            _kling_varargs=1
             ;;
     esac
 }
@@ -102,10 +110,10 @@ _kling_info() {
 # Usage: _kling_values PATH OPTION-OR-#N TYPED
 _kling_values() {
     case "$1 $2" in
-        'kling callback listen --webhook-secret-file'|'kling callback verify --webhook-secret-file'|'kling profile add --api-key-file'|'kling profile add --secret-key-file'|'kling profile add --webhook-secret-file'|'kling sandbox serve --state-dir'|'kling submit motion --image'|'kling submit motion --video')
+        'kling batch-status --from'|'kling callback listen --webhook-secret-file'|'kling callback verify --webhook-secret-file'|'kling download --from'|'kling profile add --api-key-file'|'kling profile add --secret-key-file'|'kling profile add --webhook-secret-file'|'kling sandbox serve --state-dir'|'kling submit motion --image'|'kling submit motion --video'|'kling wait --from')
             _kling_files "$3"
             ;;
-        'kling download --kind'|'kling status --kind'|'kling wait --kind')
+        'kling batch-status --kind'|'kling download --kind'|'kling status --kind'|'kling wait --kind')
             _kling_filter "$3" 't2v' 'motion'
             ;;
         'kling download --output'|'kling download -o'|'kling submit motion --download'|'kling submit t2v --download'|'kling wait --download')

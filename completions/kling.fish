@@ -10,7 +10,7 @@
 function __kling_subcommands
     switch $argv[1]
         case 'kling'
-            printf '%s\n' 'callback' 'download' 'profile' 'sandbox' 'status' 'submit' 'wait'
+            printf '%s\n' 'batch-status' 'callback' 'download' 'profile' 'sandbox' 'status' 'submit' 'wait'
         case 'kling callback'
             printf '%s\n' 'listen' 'verify'
         case 'kling profile'
@@ -26,12 +26,14 @@ function __kling_value_options
     switch $argv[1]
         case 'kling'
             printf '%s\n' '--profile' '-p' '--dialect'
+        case 'kling batch-status'
+            printf '%s\n' '--from' '--kind' '--concurrency' '--profile' '-p' '--dialect'
         case 'kling callback listen'
             printf '%s\n' '--host' '--port' '--count' '--webhook-secret-file' '--profile' '-p'
         case 'kling callback verify'
             printf '%s\n' '--header' '-H' '--webhook-secret-file' '--profile' '-p'
         case 'kling download'
-            printf '%s\n' '--kind' '--output' '-o' '--profile' '-p' '--dialect'
+            printf '%s\n' '--from' '--kind' '--output' '-o' '--name' '--concurrency' '--profile' '-p' '--dialect'
         case 'kling profile add'
             printf '%s\n' '--provider' '--base-url' '--dialect' '--api-key-file' '--api-key-env' '--access-key' '--secret-key-file' '--webhook-secret-file' '--timeout' '--retries' '--profile' '-p'
         case 'kling profile list'
@@ -51,7 +53,7 @@ function __kling_value_options
         case 'kling submit t2v'
             printf '%s\n' '--model' '--mode' '--duration' '--aspect-ratio' '--negative-prompt' '--cfg-scale' '--camera-control' '--callback-url' '--external-id' '--extra' '--timeout' '--interval' '--download' '--profile' '-p' '--dialect'
         case 'kling wait'
-            printf '%s\n' '--kind' '--timeout' '--interval' '--download' '--profile' '-p' '--dialect'
+            printf '%s\n' '--from' '--kind' '--timeout' '--interval' '--download' '--name' '--concurrency' '--profile' '-p' '--dialect'
     end
 end
 
@@ -101,13 +103,14 @@ end
 complete -c kling -f
 
 # kling
+complete -c kling -n '__kling_at kling' -a 'batch-status' -d 'Query many tasks at once: a table on a terminal, a line (or JSON task) per...'
 complete -c kling -n '__kling_at kling' -a 'callback' -d 'Check and receive the callbacks (webhooks) providers POST when a task ends'
-complete -c kling -n '__kling_at kling' -a 'download' -d 'Download the videos of a succeeded task (prints each file\'s path)'
+complete -c kling -n '__kling_at kling' -a 'download' -d 'Download the videos of succeeded tasks, in parallel, resuming partial files'
 complete -c kling -n '__kling_at kling' -a 'profile' -d 'Manage profiles (provider, base URL, credentials)'
 complete -c kling -n '__kling_at kling' -a 'sandbox' -d 'The built-in emulator of every provider dialect'
 complete -c kling -n '__kling_at kling' -a 'status' -d 'Query a task once and print it (exit 0 even if the task failed: the query...'
 complete -c kling -n '__kling_at kling' -a 'submit' -d 'Submit a paid generation task (prints its id on stdout)'
-complete -c kling -n '__kling_at kling' -a 'wait' -d 'Wait until a task succeeds or fails, then print it'
+complete -c kling -n '__kling_at kling' -a 'wait' -d 'Wait until tasks succeed or fail, printing each one as it finishes'
 complete -c kling -n '__kling_at kling' -l 'version' -d 'Print the version and exit'
 complete -c kling -n '__kling_at kling' -l 'profile' -s 'p' -x -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
 complete -c kling -n '__kling_at kling' -l 'json' -d 'Print one JSON object per line on stdout, errors included'
@@ -118,6 +121,21 @@ complete -c kling -n '__kling_at kling' -l 'no-input' -d 'Never prompt (always s
 complete -c kling -n '__kling_at kling' -l 'raw' -d 'Include the provider\'s own payload as `raw` in --json output'
 complete -c kling -n '__kling_at kling' -l 'dialect' -x -d 'With --profile sandbox: which provider dialect the sandbox speaks (kling...'
 complete -c kling -n '__kling_at kling' -l 'help' -s 'h' -d 'Show this message and exit'
+
+# kling batch-status
+complete -c kling -n '__kling_at kling batch-status' -l 'from' -r -F -d 'Read ids from a file: one id per line, JSON tasks (NDJSON), or a CSV with a...'
+complete -c kling -n '__kling_at kling batch-status' -l 'kind' -x -a 't2v motion' -d 'The tasks\' kind (part of the query URL); tried in turn when not given'
+complete -c kling -n '__kling_at kling batch-status' -l 'concurrency' -x -d 'Requests in parallel'
+complete -c kling -n '__kling_at kling batch-status' -l 'check' -d 'Exit 8 if any task failed'
+complete -c kling -n '__kling_at kling batch-status' -l 'profile' -s 'p' -x -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
+complete -c kling -n '__kling_at kling batch-status' -l 'json' -d 'Print one JSON object per line on stdout, errors included'
+complete -c kling -n '__kling_at kling batch-status' -l 'quiet' -s 'q' -d 'Less on stderr; -qq hides warnings too'
+complete -c kling -n '__kling_at kling batch-status' -l 'verbose' -s 'v' -d 'Explain where settings came from; -vv logs each HTTP request'
+complete -c kling -n '__kling_at kling batch-status' -l 'no-color' -d 'No colour (also NO_COLOR=1 or TERM=dumb)'
+complete -c kling -n '__kling_at kling batch-status' -l 'no-input' -d 'Never prompt (always so when stdin is not a terminal)'
+complete -c kling -n '__kling_at kling batch-status' -l 'raw' -d 'Include the provider\'s own payload as `raw` in --json output'
+complete -c kling -n '__kling_at kling batch-status' -l 'dialect' -x -d 'With --profile sandbox: which provider dialect the sandbox speaks (kling...'
+complete -c kling -n '__kling_at kling batch-status' -l 'help' -s 'h' -d 'Show this message and exit'
 
 # kling callback
 complete -c kling -n '__kling_at kling callback' -a 'listen' -d 'Receive callbacks on loopback and print each one as a JSON task per line...'
@@ -149,9 +167,12 @@ complete -c kling -n '__kling_at kling callback verify' -l 'no-input' -d 'Never 
 complete -c kling -n '__kling_at kling callback verify' -l 'help' -s 'h' -d 'Show this message and exit'
 
 # kling download
-complete -c kling -n '__kling_at kling download' -l 'kind' -x -a 't2v motion' -d 'The task\'s kind (part of the query URL); tried in turn when not given'
-complete -c kling -n '__kling_at kling download' -l 'output' -s 'o' -x -a '(__fish_complete_directories (commandline -ct))' -d 'Directory for the videos'
-complete -c kling -n '__kling_at kling download' -l 'force' -s 'f' -d 'Download again even if the file exists'
+complete -c kling -n '__kling_at kling download' -l 'from' -r -F -d 'Read ids from a file: one id per line, JSON tasks (NDJSON), or a CSV with a...'
+complete -c kling -n '__kling_at kling download' -l 'kind' -x -a 't2v motion' -d 'The tasks\' kind (part of the query URL); tried in turn when not given'
+complete -c kling -n '__kling_at kling download' -l 'output' -s 'o' -x -a '(__fish_complete_directories (commandline -ct))' -d 'Directory for the videos, or \'-\' to write a single video to stdout'
+complete -c kling -n '__kling_at kling download' -l 'name' -x -d 'File name: {id}, {external_id}, {index}, {kind}, {provider} (default {id}...'
+complete -c kling -n '__kling_at kling download' -l 'concurrency' -x -d 'Requests in parallel'
+complete -c kling -n '__kling_at kling download' -l 'force' -s 'f' -d 'Download again, replacing existing files'
 complete -c kling -n '__kling_at kling download' -l 'profile' -s 'p' -x -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
 complete -c kling -n '__kling_at kling download' -l 'json' -d 'Print one JSON object per line on stdout, errors included'
 complete -c kling -n '__kling_at kling download' -l 'quiet' -s 'q' -d 'Less on stderr; -qq hides warnings too'
@@ -245,7 +266,7 @@ complete -c kling -n '__kling_at kling sandbox serve' -l 'no-input' -d 'Never pr
 complete -c kling -n '__kling_at kling sandbox serve' -l 'help' -s 'h' -d 'Show this message and exit'
 
 # kling status
-complete -c kling -n '__kling_at kling status' -l 'kind' -x -a 't2v motion' -d 'The task\'s kind (part of the query URL); tried in turn when not given'
+complete -c kling -n '__kling_at kling status' -l 'kind' -x -a 't2v motion' -d 'The tasks\' kind (part of the query URL); tried in turn when not given'
 complete -c kling -n '__kling_at kling status' -l 'profile' -s 'p' -x -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
 complete -c kling -n '__kling_at kling status' -l 'json' -d 'Print one JSON object per line on stdout, errors included'
 complete -c kling -n '__kling_at kling status' -l 'quiet' -s 'q' -d 'Less on stderr; -qq hides warnings too'
@@ -312,10 +333,14 @@ complete -c kling -n '__kling_at kling submit t2v' -l 'dialect' -x -d 'With --pr
 complete -c kling -n '__kling_at kling submit t2v' -l 'help' -s 'h' -d 'Show this message and exit'
 
 # kling wait
-complete -c kling -n '__kling_at kling wait' -l 'kind' -x -a 't2v motion' -d 'The task\'s kind (part of the query URL); tried in turn when not given'
-complete -c kling -n '__kling_at kling wait' -l 'timeout' -x -d 'Give up after this long (90s, 20m, 1h); the task keeps running remotely'
+complete -c kling -n '__kling_at kling wait' -l 'from' -r -F -d 'Read ids from a file: one id per line, JSON tasks (NDJSON), or a CSV with a...'
+complete -c kling -n '__kling_at kling wait' -l 'kind' -x -a 't2v motion' -d 'The tasks\' kind (part of the query URL); tried in turn when not given'
+complete -c kling -n '__kling_at kling wait' -l 'timeout' -x -d 'Give up after this long (90s, 20m, 1h); the tasks keep running remotely'
 complete -c kling -n '__kling_at kling wait' -l 'interval' -x -d 'Poll every S seconds (default: 2 s growing to 30 s)'
-complete -c kling -n '__kling_at kling wait' -l 'download' -x -a '(__fish_complete_directories (commandline -ct))' -d 'Download the videos into DIR once the task succeeds'
+complete -c kling -n '__kling_at kling wait' -l 'download' -x -a '(__fish_complete_directories (commandline -ct))' -d 'Download each task\'s videos into DIR as soon as it succeeds'
+complete -c kling -n '__kling_at kling wait' -l 'name' -x -d 'File name: {id}, {external_id}, {index}, {kind}, {provider} (default {id}...'
+complete -c kling -n '__kling_at kling wait' -l 'fail-fast' -d 'Stop at the first failed task'
+complete -c kling -n '__kling_at kling wait' -l 'concurrency' -x -d 'Requests in parallel'
 complete -c kling -n '__kling_at kling wait' -l 'profile' -s 'p' -x -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
 complete -c kling -n '__kling_at kling wait' -l 'json' -d 'Print one JSON object per line on stdout, errors included'
 complete -c kling -n '__kling_at kling wait' -l 'quiet' -s 'q' -d 'Less on stderr; -qq hides warnings too'

@@ -1,29 +1,55 @@
-"""Downloading result videos: streamed to `NAME.part`, resumed with `Range`, checked, then renamed.
+"""Downloading result videos.
+
+Each video streams to `NAME.part`, resumes with `Range` after an interruption (or starts over when the
+server ignores the range), is checked (status, Content-Length, MP4 signature), then renamed: a file
+named `NAME.mp4` is always complete. A `NAME.json` sidecar records where it came from and its sha256,
+so a rerun skips files that are already complete and refuses to overwrite a file it did not write.
 
 Result URLs are signed CDN links that expire (30 days): a 403/404/410 re-queries the task once for a
-fresh URL. The provider's credentials are never sent to the CDN.
+fresh URL. The provider's credentials are never sent to the CDN. Memory stays flat: bytes move in
+fixed-size chunks and are hashed as they are written.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import BinaryIO, Callable, Protocol
 
 import httpx
 
 from kling_cli.errors import NotFound, ProviderUnavailable, RequestRejected, TaskFailed, UsageError
-from kling_cli.models import Task, TaskStatus
-from kling_cli.render import Output
+from kling_cli.models import Task, TaskStatus, now_iso
 from kling_cli.transport import USER_AGENT, backoff_delay
 
-CHUNK = 64 * 1024
 ATTEMPTS = 4
 #: box types an MP4/MOV file can start with
 MP4_HEADS = (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip")
 GONE = (403, 404, 410)
+NAME_FIELDS = ("id", "external_id", "index", "kind", "provider")
+DEFAULT_TEMPLATE = "{id}"
+
+
+class Progress(Protocol):
+    def start(self, name: str, total: int | None, done: int) -> None: ...
+    def advance(self, count: int) -> None: ...
+    def finish(self) -> None: ...
+
+
+class _NoProgress:
+    def start(self, name: str, total: int | None, done: int) -> None:
+        pass
+
+    def advance(self, count: int) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
 
 
 class _Gone(Exception):
@@ -36,37 +62,87 @@ class _Retry(Exception):
     pass
 
 
+@dataclass
+class Downloaded:
+    task: Task
+    index: int
+    path: Path
+    size: int
+    sha256: str
+    #: already there and complete: nothing was fetched
+    skipped: bool = False
+
+
 def safe_name(text: str) -> str:
     """A file name from untrusted text: no separators, no leading dots, nothing a shell chokes on."""
     cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._")
     return cleaned[:120] or "video"
 
 
-def default_name(task: Task, index: int) -> str:
-    base = safe_name(task.id)
-    return f"{base}.mp4" if len(task.videos) == 1 else f"{base}-{index + 1}.mp4"
+def check_template(template: str) -> None:
+    try:
+        template.format(**{name: "x" for name in NAME_FIELDS})
+    except (KeyError, IndexError, ValueError) as exc:
+        raise UsageError(f"--name {template!r}: {exc} is not a field",
+                         hint=f"fields: {', '.join('{' + f + '}' for f in NAME_FIELDS)}") from None
+
+
+def file_name(task: Task, index: int, template: str = DEFAULT_TEMPLATE) -> str:
+    """The file name for one video: the template's fields are sanitized one by one, then the whole."""
+    if len(task.videos) > 1 and "{index}" not in template:
+        template += "-{index}"
+    values = {"id": task.id, "external_id": task.external_id or task.id, "index": index + 1, "kind": task.kind,
+              "provider": task.provider or ""}
+    name = safe_name(template.format(**{k: safe_name(str(v)) for k, v in values.items()}))
+    return name if name.lower().endswith(".mp4") else name + ".mp4"
+
+
+def sidecar_path(video: Path) -> Path:
+    return video.with_suffix(".json")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def looks_like_mp4(head: bytes) -> bool:
     return len(head) >= 8 and head[4:8] in MP4_HEADS
 
 
+def _existing(dest: Path) -> tuple[bool, dict | None]:
+    """(complete, sidecar) for a file that is already there."""
+    try:
+        meta = json.loads(sidecar_path(dest).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False, None
+    if not isinstance(meta, dict):
+        return False, None
+    complete = meta.get("size") == dest.stat().st_size and meta.get("sha256") == sha256_file(dest)
+    return complete, meta
+
+
 class Downloader:
-    def __init__(self, out: Output, *, client: httpx.Client | None = None, sleep: Callable[[float], None] = time.sleep):
+    def __init__(self, out, *, client: httpx.Client | None = None, sleep: Callable[[float], None] = time.sleep,
+                 max_connections: int = 16) -> None:
         self.out = out
         self.sleep = sleep
         self.client = client or httpx.Client(
             timeout=httpx.Timeout(60.0, connect=10.0),
             follow_redirects=True,
             headers={"User-Agent": USER_AGENT},
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
         )
 
     def close(self) -> None:
         self.client.close()
 
-    def fetch_task(
-        self, task: Task, out_dir: Path, *, force: bool = False, refresh: Callable[[], Task] | None = None
-    ) -> list[Path]:
+    # -- one task --------------------------------------------------------------------------------
+    @staticmethod
+    def check_ready(task: Task, out_dir: str) -> None:
         if task.status is TaskStatus.FAILED:
             reason = task.error.message if task.error else "no reason given"
             raise TaskFailed(f"task {task.id} failed: {reason}", extra={"task_ids": [task.id]})
@@ -75,29 +151,68 @@ class Downloader:
                 f"task {task.id} is {task.status.value}, there is nothing to download yet",
                 hint=f"wait for it first: `kling wait {task.id} --download {out_dir}`",
             )
-        if not task.videos or not any(v.url for v in task.videos):
+        if not any(v.url for v in task.videos):
             raise RequestRejected(f"task {task.id} succeeded but the provider gave no video URL", code="no_video")
-        out_dir.mkdir(parents=True, exist_ok=True)
-        paths = []
-        for index in range(len(task.videos)):
-            dest = out_dir / default_name(task, index)
-            if dest.exists() and not force:
-                self.out.info(f"{dest} exists, skipped (use --force to download again)")
-                paths.append(dest)
-                continue
-            paths.append(self._fetch_video(task, index, dest, refresh))
-        return paths
 
-    def _fetch_video(self, task: Task, index: int, dest: Path, refresh: Callable[[], Task] | None) -> Path:
-        url = task.videos[index].url
+    def fetch_video(
+        self,
+        task: Task,
+        index: int,
+        out_dir: Path,
+        *,
+        template: str = DEFAULT_TEMPLATE,
+        force: bool = False,
+        refresh: Callable[[], Task] | None = None,
+        progress: Progress | None = None,
+    ) -> Downloaded:
+        dest = out_dir / file_name(task, index, template)
+        if dest.exists() and not force:
+            complete, meta = _existing(dest)
+            if complete and meta is not None:
+                return Downloaded(task, index, dest, meta["size"], meta["sha256"], skipped=True)
+            raise UsageError(f"{dest} exists and is not the complete download of this video",
+                             hint="move it away, or use --force to replace it", code="file_exists")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        part = dest.with_name(dest.name + ".part")
+        if force and part.exists() and not dest.exists():
+            part.unlink()  # --force: no resuming from an earlier attempt either
+        size, digest, url = self._with_fresh_url(task, index, refresh, lambda u: self._to_part(u, part, progress))
+        os.replace(part, dest)
+        video = task.videos[index]
+        sidecar = {
+            "task_id": task.id, "provider": task.provider, "dialect": task.dialect, "profile": task.profile,
+            "kind": task.kind, "external_id": task.external_id, "request": task.request, "video_index": index + 1,
+            "video_id": video.id, "url": url, "duration": video.duration, "sha256": digest, "size": size,
+            "downloaded_at": now_iso(),
+        }
+        from kling_cli.fsutil import write_atomic
+
+        write_atomic(sidecar_path(dest), (json.dumps(sidecar, indent=2, ensure_ascii=False) + "\n").encode())
+        return Downloaded(task, index, dest, size, digest)
+
+    def fetch_to_stream(self, task: Task, index: int, stream: BinaryIO, *, refresh: Callable[[], Task] | None = None,
+                        progress: Progress | None = None) -> int:
+        """`-o -`: one video to stdout. No resume: bytes already written cannot be taken back."""
+        def copy(url: str) -> tuple[int, str]:
+            return self._stream(url, stream, 0, hashlib.sha256(), progress or _NoProgress(), resumable=False)
+
+        size, _digest, _url = self._with_fresh_url(task, index, refresh, copy)
+        stream.flush()
+        return size
+
+    def _with_fresh_url(self, task: Task, index: int, refresh: Callable[[], Task] | None,
+                        fetch: Callable[[str], tuple[int, str]]) -> tuple[int, str, str]:
+        url = task.videos[index].url or ""
         refreshed = False
         while True:
             try:
-                return self.fetch(url or "", dest)
+                size, digest = fetch(url)
+                return size, digest, url
             except _Gone as gone:
                 if refreshed or refresh is None:
                     raise NotFound(
-                        f"the video of task {task.id} is gone (HTTP {gone.status} even with a fresh URL)",
+                        f"the video of task {task.id} is gone (HTTP {gone.status}"
+                        f"{' even with a fresh URL' if refreshed else ''})",
                         hint="providers delete results after 30 days; it cannot be downloaded any more",
                         code="video_gone",
                     ) from None
@@ -106,30 +221,37 @@ class Downloader:
                 fresh = refresh()
                 if index >= len(fresh.videos) or not fresh.videos[index].url:
                     raise NotFound(f"task {task.id} no longer lists video {index + 1}", code="video_gone") from None
-                url = fresh.videos[index].url
+                url = fresh.videos[index].url or ""
+                task.videos[index] = fresh.videos[index]
 
-    def fetch(self, url: str, dest: Path) -> Path:
-        """Download one URL to `dest` through `dest.part`, resuming and retrying broken transfers."""
-        part = dest.with_name(dest.name + ".part")
+    # -- bytes -----------------------------------------------------------------------------------
+    def _to_part(self, url: str, part: Path, progress: Progress | None) -> tuple[int, str]:
+        progress = progress or _NoProgress()
         for attempt in range(ATTEMPTS):
+            digest = hashlib.sha256()
+            offset = 0
+            if part.exists():
+                with part.open("rb") as handle:  # resuming: the hash must cover what is already there
+                    while chunk := handle.read(1024 * 1024):
+                        digest.update(chunk)
+                        offset += len(chunk)
             try:
-                self._stream(url, part)
-                os.replace(part, dest)
-                return dest
+                with part.open("ab") as handle:
+                    return self._stream(url, handle, offset, digest, progress, resumable=True, part=part)
             except _Retry as exc:
                 if attempt == ATTEMPTS - 1:
                     raise ProviderUnavailable(
-                        f"downloading {dest.name} kept failing: {exc}",
+                        f"downloading {part.name.removesuffix('.part')} kept failing: {exc}",
                         hint=f"run the same command again: it resumes from {part.name}",
                         code="download_failed",
                     ) from None
                 delay = backoff_delay(attempt)
-                self.out.debug(f"download of {dest.name} interrupted ({exc}); resuming in {delay:.1f}s")
+                self.out.debug(f"download of {part.name} interrupted ({exc}); resuming in {delay:.1f}s")
                 self.sleep(delay)
         raise AssertionError("unreachable")
 
-    def _stream(self, url: str, part: Path) -> None:
-        offset = part.stat().st_size if part.exists() else 0
+    def _stream(self, url: str, sink: BinaryIO, offset: int, digest, progress: Progress, *, resumable: bool,
+                part: Path | None = None) -> tuple[int, str]:
         headers = {"Range": f"bytes={offset}-"} if offset else {}
         try:
             with self.client.stream("GET", url, headers=headers) as response:
@@ -137,56 +259,83 @@ class Downloader:
                 if status in GONE:
                     raise _Gone(status)
                 if status == 416 and offset:
-                    total = _content_range_total(response.headers.get("content-range"))
-                    if total == offset:
-                        return  # the .part file is already complete
-                    part.unlink()
-                    raise _Retry("the partial file did not match the server's; starting over")
+                    if _total(response.headers.get("content-range")) == offset:
+                        return offset, digest.hexdigest()  # the .part file was already complete
+                    raise self._restart(part, "the partial file did not match the server's; starting over")
                 if status >= 500 or status == 429:
                     raise _Retry(f"HTTP {status}")
                 if status not in (200, 206):
-                    raise RequestRejected(f"the video URL answered HTTP {status}", status=status, code="download_failed")
-                if status == 206 and _content_range_start(response.headers.get("content-range")) == offset:
-                    mode, expected_total = "ab", _content_range_total(response.headers.get("content-range"))
+                    raise RequestRejected(f"the video URL answered HTTP {status}", status=status,
+                                          code="download_failed")
+                if status == 206 and _start(response.headers.get("content-range")) == offset:
+                    total = _total(response.headers.get("content-range"))
+                elif offset:
+                    # The server ignored the range: start over from the first byte.
+                    sink.seek(0)
+                    sink.truncate()
+                    offset, digest = 0, hashlib.sha256()
+                    total = _length(response)
                 else:
-                    mode, offset = "wb", 0
-                    length = response.headers.get("content-length")
-                    expected_total = int(length) if length and length.isdigit() else None
-                self._write(response, part, mode, offset, expected_total)
+                    total = _length(response)
+                progress.start(part.name.removesuffix(".part") if part else "stdout", total, offset)
+                written = offset
+                checked = offset > 0
+                # Chunks as the network delivers them (up to 64 KiB): re-chunking would copy every byte, and
+                # hold back what already arrived when the connection breaks, so a resume would start earlier.
+                identity = response.headers.get("content-encoding", "identity") in ("", "identity")
+                chunks = response.iter_raw() if identity else response.iter_bytes()
+                for chunk in chunks:
+                    if not checked:
+                        if not looks_like_mp4(chunk[:8]):
+                            raise self._not_video(response, part)
+                        checked = True
+                    sink.write(chunk)
+                    digest.update(chunk)
+                    written += len(chunk)
+                    progress.advance(len(chunk))
+                sink.flush()
+                if resumable:
+                    os.fsync(sink.fileno())
         except httpx.TransportError as exc:
+            if not resumable:
+                raise ProviderUnavailable(f"the download broke: {exc}", code="download_failed") from None
             raise _Retry(str(exc) or type(exc).__name__) from None
-
-    def _write(self, response: httpx.Response, part: Path, mode: str, offset: int, total: int | None) -> None:
-        written = offset
-        checked = offset > 0
-        with part.open(mode) as handle:
-            for chunk in response.iter_bytes(CHUNK):
-                if not checked:
-                    if not looks_like_mp4(chunk[:8]):
-                        handle.close()
-                        part.unlink()
-                        raise RequestRejected(
-                            "the video URL did not return an MP4 file "
-                            f"(Content-Type {response.headers.get('content-type', 'unknown')})",
-                            code="not_a_video",
-                        )
-                    checked = True
-                handle.write(chunk)
-                written += len(chunk)
-            handle.flush()
-            os.fsync(handle.fileno())
         if total is not None and written != total:
+            if not resumable:
+                raise ProviderUnavailable(f"the download broke after {written} of {total} bytes",
+                                          code="download_failed")
             raise _Retry(f"got {written} of {total} bytes")
         if written == 0:
             raise _Retry("the server sent no bytes")
+        progress.finish()
+        return written, digest.hexdigest()
+
+    @staticmethod
+    def _restart(part: Path | None, reason: str) -> _Retry:
+        if part is not None and part.exists():
+            part.unlink()
+        return _Retry(reason)
+
+    @staticmethod
+    def _not_video(response: httpx.Response, part: Path | None) -> RequestRejected:
+        if part is not None and part.exists():
+            part.unlink()
+        return RequestRejected(
+            f"the video URL did not return an MP4 file (Content-Type {response.headers.get('content-type', 'unknown')})",
+            code="not_a_video",
+        )
 
 
-def _content_range_start(header: str | None) -> int | None:
+def _length(response: httpx.Response) -> int | None:
+    value = response.headers.get("content-length")
+    return int(value) if value and value.isdigit() else None
+
+
+def _start(header: str | None) -> int | None:
     match = re.match(r"bytes (\d+)-\d+/(\d+|\*)", header or "")
     return int(match.group(1)) if match else None
 
 
-def _content_range_total(header: str | None) -> int | None:
+def _total(header: str | None) -> int | None:
     match = re.search(r"/(\d+)$", header or "")
     return int(match.group(1)) if match else None
-

@@ -75,6 +75,8 @@ class Task:
     cost: Cost | None = None
     #: the provider's own payload, printed only with --raw
     raw: Any = None
+    #: what was asked for (prompt, model...), where known; kept in download sidecars, not in --json
+    request: dict[str, Any] | None = None
 
     @property
     def terminal(self) -> bool:
@@ -100,6 +102,38 @@ class Task:
         if raw:
             body["raw"] = self.raw
         return body
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> Task:
+        """A task as `--json` printed it (the inverse of `to_json`); unknown values become `unknown`."""
+        try:
+            status = TaskStatus(body.get("status"))
+        except ValueError:
+            status = TaskStatus.UNKNOWN
+        videos = [Video(id=to_str_id(v.get("id")), url=v.get("url") if isinstance(v.get("url"), str) else None,
+                        duration=to_number(v.get("duration")))
+                  for v in body.get("videos") or [] if isinstance(v, dict)]
+        error = body.get("error")
+        cost = body.get("cost")
+        kind = body.get("kind")
+        return cls(
+            id=to_str_id(body.get("id")) or "",
+            kind=kind if kind in KINDS else "t2v",
+            status=status,
+            raw_status=body.get("raw_status") if isinstance(body.get("raw_status"), str) else None,
+            progress=to_number(body.get("progress")),
+            videos=videos,
+            error=TaskError(error.get("code"), str(error.get("message", ""))) if isinstance(error, dict) else None,
+            external_id=body.get("external_id") if isinstance(body.get("external_id"), str) else None,
+            created_at=body.get("created_at") if isinstance(body.get("created_at"), str) else None,
+            updated_at=body.get("updated_at") if isinstance(body.get("updated_at"), str) else None,
+            provider=body.get("provider"),
+            dialect=body.get("dialect"),
+            profile=body.get("profile"),
+            cost=Cost(to_number(cost.get("amount")) or 0.0, str(cost.get("unit", ""))) if isinstance(cost, dict)
+            else None,
+            raw=body.get("raw"),
+        )
 
 
 @dataclass

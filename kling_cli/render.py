@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from typing import TYPE_CHECKING, Any, TextIO
 
 from kling_cli import envvars
@@ -17,6 +18,7 @@ if TYPE_CHECKING:  # models and json are imported on use: `kling --help` needs n
     from kling_cli.models import Task
 
 _STATUS_COLORS = {"queued": "33", "running": "36", "succeeded": "32", "failed": "31", "unknown": "35"}
+STATUS_STYLES = {"queued": "yellow", "running": "cyan", "succeeded": "green", "failed": "red", "unknown": "magenta"}
 
 
 class Output:
@@ -37,6 +39,8 @@ class Output:
         self.secrets = list(secrets or [])
         self._no_color = no_color or bool(os.environ.get(envvars.NO_COLOR)) or os.environ.get("TERM") == "dumb"
         self._console = None
+        # Download and callback threads print results too: one line at a time.
+        self._lock = threading.Lock()
 
     # Streams are looked up at each write: test runners and redirections swap sys.stdout/stderr.
     @property
@@ -52,8 +56,16 @@ class Output:
         return _isatty(self.stderr)
 
     @property
+    def stdout_tty(self) -> bool:
+        return _isatty(self.stdout)
+
+    @property
     def color(self) -> bool:
         return not self._no_color and self.stderr_tty
+
+    @property
+    def stdout_color(self) -> bool:
+        return not self._no_color and self.stdout_tty
 
     @property
     def live(self) -> bool:
@@ -67,13 +79,20 @@ class Output:
         return text
 
     def _err(self, text: str) -> None:
-        self.stderr.write(self._clean(text) + "\n")
-        self.stderr.flush()
+        line = self._clean(text) + "\n"
+        if self._console is not None and self.live:
+            self._console.print(line, end="", markup=False, highlight=False)  # above a live display, not through it
+            return
+        with self._lock:
+            self.stderr.write(line)
+            self.stderr.flush()
 
     # -- stdout: results ------------------------------------------------------------------------
     def data(self, text: str) -> None:
-        self.stdout.write(self._clean(text) + "\n")
-        self.stdout.flush()
+        line = self._clean(text) + "\n"
+        with self._lock:
+            self.stdout.write(line)
+            self.stdout.flush()
 
     def json(self, obj: Any) -> None:
         import json
@@ -87,7 +106,7 @@ class Output:
                 body["files"] = files
             self.json(body)
         elif detail:
-            self.data(format_task_block(task, color=self.color and _isatty(self.stdout)))
+            self.data(format_task_block(task, color=self.stdout_color))
         else:
             self.data(format_task_line(task))
 

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import secrets
 import time
-from pathlib import Path
 from typing import Callable
 
 from kling_cli.config import Resolved, data_dir
 from kling_cli.errors import (
+    KlingError,
     NotFound,
     PreflightError,
     RequestRejected,
@@ -22,6 +22,10 @@ from kling_cli.errors import (
 from kling_cli.models import KINDS, MotionRequest, T2VRequest, Task
 from kling_cli.providers import get_dialect
 from kling_cli.render import Output
+from kling_cli.taskrefs import TaskRef
+
+
+DEFAULT_CONCURRENCY = 16
 
 
 def new_external_id() -> str:
@@ -49,6 +53,9 @@ class Service:
         self.sleep = sleep
         self.clock = clock
         self.dialect = get_dialect(resolved.dialect, resolved.options)
+        #: parallel requests for multi-task commands; set before the first request
+        self.concurrency = DEFAULT_CONCURRENCY
+        self._pool = None
         self._transport = None
         self._sandbox = None
         self._downloader = None
@@ -80,10 +87,21 @@ class Service:
                 log=lambda level, msg: self.out.debug(msg, level),
                 sleep=self.sleep,
                 clock=self.clock,
+                max_connections=max(20, self.concurrency),
             )
         return self._transport
 
+    @property
+    def pool(self):
+        if self._pool is None:
+            from kling_cli.pool import Pool
+
+            self._pool = Pool(self.concurrency)
+        return self._pool
+
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
         if self._transport is not None:
             self._transport.close()
         if self._downloader is not None:
@@ -191,13 +209,54 @@ class Service:
             hint="check the id, and that it was submitted with this profile",
         )
 
+    def get_many(self, refs: list[TaskRef], *, deadline: float | None = None) -> dict[str, Task | KlingError]:
+        """Query many tasks at once: in batches where the dialect has a batch query, else in parallel.
+
+        Every id gets a task or the error that stopped its query; one bad id never fails the others.
+        """
+        from concurrent.futures import wait
+
+        results: dict[str, Task | KlingError] = {}
+        size = self.dialect.batch_size
+        if len(refs) == 1 and not size:  # no thread hop for the common single task
+            try:
+                return {refs[0].id: self.get(refs[0].id, refs[0].kind, deadline=deadline)}
+            except KlingError as exc:
+                return {refs[0].id: exc}
+        if size and len(refs) > 1:
+            chunks = [refs[i:i + size] for i in range(0, len(refs), size)]
+            futures = {self.pool.submit(self._get_batch, chunk, deadline): chunk for chunk in chunks}
+        else:
+            futures = {self.pool.submit(self.get, ref.id, ref.kind, deadline=deadline): [ref] for ref in refs}
+        wait(futures)
+        for future, chunk in futures.items():
+            error = future.exception()
+            if error is None:
+                found = future.result()
+                results.update(found if isinstance(found, dict) else {chunk[0].id: found})
+            elif isinstance(error, KlingError):
+                results.update({ref.id: error for ref in chunk})
+            else:
+                raise error
+        return results
+
+    def _get_batch(self, refs: list[TaskRef], deadline: float | None) -> dict[str, Task | KlingError]:
+        reply = self.transport.send(self.dialect.build_get_many([ref.id for ref in refs]), deadline=deadline)
+        kinds = {ref.id: ref.kind for ref in refs}
+        found: dict[str, Task | KlingError] = {}
+        for item in self.dialect.parse_many(reply.payload):
+            task = self.dialect.parse_task("t2v", item)
+            if task.id in kinds:
+                found[task.id] = self.stamp(task)
+        for ref in refs:
+            if ref.id not in found:
+                found[ref.id] = NotFound(f"no task {ref.id} on profile {self.resolved.profile!r}")
+        return found
+
     @property
     def downloader(self):
         if self._downloader is None:
             from kling_cli.downloads import Downloader
 
-            self._downloader = Downloader(self.out)
+            self._downloader = Downloader(self.out, sleep=self.sleep, max_connections=self.concurrency)
         return self._downloader
-
-    def download(self, task: Task, out_dir: Path, *, force: bool = False) -> list[Path]:
-        return self.downloader.fetch_task(task, out_dir, force=force, refresh=lambda: self.get(task.id, task.kind))

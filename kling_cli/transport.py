@@ -10,6 +10,7 @@ dropped connection, 5xx) raises `SubmitUncertain`: the caller reconciles or repo
 from __future__ import annotations
 
 import random
+import threading
 import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -95,6 +96,7 @@ class Transport:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         client: httpx.Client | None = None,
+        max_connections: int = 20,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.host = urlsplit(self.base_url).netloc or self.base_url
@@ -105,7 +107,10 @@ class Transport:
         self.log = log
         self.sleep = sleep
         self.clock = clock
-        self.client = client or build_client(self.base_url, timeout=timeout)
+        self.client = client or build_client(self.base_url, timeout=timeout, max_connections=max_connections)
+        # A rate limit seen by one request holds back every request to this provider until it passes.
+        self._gate_until = 0.0
+        self._gate_lock = threading.Lock()
 
     def close(self) -> None:
         self.client.close()
@@ -118,10 +123,25 @@ class Transport:
             raise DeadlineExceeded("the deadline passed")
         return min(self.timeout, remaining)
 
+    def _wait_at_gate(self, deadline: float | None) -> None:
+        while True:
+            with self._gate_lock:
+                wait = self._gate_until - self.clock()
+            if wait <= 0:
+                return
+            if deadline is not None and self.clock() + wait >= deadline:
+                raise DeadlineExceeded("the deadline passed while the provider asked to slow down")
+            self.sleep(wait)
+
+    def _close_gate(self, delay: float) -> None:
+        with self._gate_lock:
+            self._gate_until = max(self._gate_until, self.clock() + delay)
+
     def send(self, wire: WireRequest, *, deadline: float | None = None) -> Reply:
         attempt = 0
         reauthed = False
         while True:
+            self._wait_at_gate(deadline)
             timeout = self._attempt_timeout(deadline)
             outcome = self._attempt(wire, timeout, deadline)
             if isinstance(outcome, Reply):
@@ -147,13 +167,17 @@ class Transport:
                 if attempt:
                     error.message += f" (after {attempt + 1} attempts)"
                 raise error
+            rate_limited = error.code in ("rate_limited", "concurrency_limit") or error.status == 429
             delay = error.retry_after
             if delay is None:
-                delay = backoff_delay(attempt, rate_limited=error.code in ("rate_limited", "concurrency_limit"))
+                delay = backoff_delay(attempt, rate_limited=rate_limited)
             if deadline is not None and self.clock() + delay >= deadline:
                 raise error
             self.log(1, f"{error.message}; retrying in {delay:.1f}s")
-            self.sleep(delay)
+            if rate_limited:
+                self._close_gate(delay)
+            else:
+                self.sleep(delay)
             attempt += 1
 
     def _attempt(self, wire: WireRequest, timeout: float, deadline: float | None) -> Reply | _Failure:

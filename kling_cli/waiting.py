@@ -1,17 +1,22 @@
-"""Following tasks to the end: a poll interval that grows to a cap, a real wall-clock deadline, and a
-budget of consecutive transient errors.
+"""Following tasks to the end: one poll loop for any number of tasks.
+
+Each task is polled on its own interval (growing from a few seconds to a cap), tasks that fall due
+together are queried together (in batches where the provider has a batch query), the deadline is real
+wall-clock time and also bounds each HTTP call, and each task has a budget of consecutive transient
+errors. A rate limit seen by one query holds back every query to that provider (see `transport`).
 """
 
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
 from kling_cli import envvars
-from kling_cli.errors import DeadlineExceeded, ProviderUnavailable, UsageError, WaitTimeout
-from kling_cli.models import Task
+from kling_cli.errors import DeadlineExceeded, KlingError, ProviderUnavailable, UsageError
+from kling_cli.models import Task, TaskStatus
+from kling_cli.taskrefs import TaskRef
 
 DEFAULT_TIMEOUT = 3600.0
 POLL_START = 2.0
@@ -19,6 +24,8 @@ POLL_FACTOR = 1.5
 POLL_CAP = 30.0
 #: consecutive failed polls (each already retried by the transport) before a task is given up on
 TRANSIENT_BUDGET = 5
+#: tasks falling due this close together are queried in the same round
+COALESCE = 0.25
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -33,6 +40,8 @@ def parse_duration(text: str) -> float:
 
 
 def format_duration(seconds: float) -> str:
+    if seconds < 10 and round(seconds, 1) != round(seconds):
+        return f"{seconds:.1f}s"
     seconds = int(round(seconds))
     if seconds < 60:
         return f"{seconds}s"
@@ -64,46 +73,125 @@ class PollPolicy:
         return cls()
 
 
-def wait_one(
-    get: Callable[[float], Task],
-    task_id: str,
-    *,
-    timeout: float,
-    policy: PollPolicy,
-    clock: Callable[[], float],
-    sleep: Callable[[float], None],
-    on_update: Callable[[Task], None] = lambda _t: None,
-    on_error: Callable[[Exception], None] = lambda _e: None,
-) -> Task:
-    """Poll `get(deadline)` until the task is terminal or the deadline passes."""
-    deadline = clock() + timeout
+
+
+@dataclass
+class _Tracked:
+    ref: TaskRef
+    due: float
     interval: float | None = None
-    failures = 0
-    while True:
-        try:
-            task = get(deadline)
-        except DeadlineExceeded:
-            raise _timed_out(task_id, timeout) from None
-        except ProviderUnavailable as exc:
-            failures += 1
-            if failures > TRANSIENT_BUDGET:
-                raise
-            on_error(exc)
-        else:
-            failures = 0
-            on_update(task)
-            if task.terminal:
-                return task
-        interval = policy.next(interval)
-        remaining = deadline - clock()
-        if remaining <= 0:
-            raise _timed_out(task_id, timeout)
-        sleep(min(interval, remaining))
+    failures: int = 0
+    task: Task | None = None
 
 
-def _timed_out(task_id: str, timeout: float) -> WaitTimeout:
-    return WaitTimeout(
-        f"task {task_id} is still running after {format_duration(timeout)}",
-        hint=f"it keeps running remotely; wait again with `kling wait {task_id}`",
-        extra={"task_ids": [task_id]},
-    )
+@dataclass
+class WaitOutcome:
+    #: terminal tasks, in the order they finished
+    finished: list[Task] = field(default_factory=list)
+    #: ids still running when the wait stopped (deadline, --fail-fast)
+    pending: list[str] = field(default_factory=list)
+    #: ids whose queries failed for good (unknown id, provider down beyond the budget)
+    errors: dict[str, KlingError] = field(default_factory=dict)
+    timed_out: bool = False
+    stopped_early: bool = False
+    #: how many queries were sent, for the benchmarks
+    queries: int = 0
+
+    @property
+    def failed(self) -> list[Task]:
+        return [t for t in self.finished if t.status is TaskStatus.FAILED]
+
+
+class Waiter:
+    def __init__(
+        self,
+        get_many: Callable[[list[TaskRef], float], dict[str, Task | KlingError]],
+        refs: list[TaskRef],
+        *,
+        timeout: float,
+        policy: PollPolicy,
+        clock: Callable[[], float],
+        sleep: Callable[[float], None],
+        fail_fast: bool = False,
+        on_update: Callable[[Task], None] = lambda _t: None,
+        on_done: Callable[[Task], None] = lambda _t: None,
+        on_error: Callable[[str, KlingError, bool], None] = lambda _i, _e, _final: None,
+    ) -> None:
+        self.get_many = get_many
+        self.refs = refs
+        self.timeout = timeout
+        self.policy = policy
+        self.clock = clock
+        self.sleep = sleep
+        self.fail_fast = fail_fast
+        self.on_update = on_update
+        self.on_done = on_done
+        self.on_error = on_error
+        self.outcome = WaitOutcome()
+        self.tracked: dict[str, _Tracked] = {}
+
+    @property
+    def pending(self) -> list[str]:
+        return list(self.tracked)
+
+    def run(self) -> WaitOutcome:
+        start = self.clock()
+        deadline = start + self.timeout
+        for ref in self.refs:
+            if ref.task is not None and ref.task.terminal:
+                self._finish(ref.task)  # a finished task in the input does not change: no query needed
+            else:
+                self.tracked[ref.id] = _Tracked(ref, start)
+        while self.tracked and not self.outcome.stopped_early:
+            now = self.clock()
+            if now >= deadline:
+                self.outcome.timed_out = True
+                break
+            wake = min(t.due for t in self.tracked.values())
+            if wake > now:
+                self.sleep(min(wake, deadline) - now)
+                continue
+            due = [t for t in self.tracked.values() if t.due <= now + COALESCE]
+            self.outcome.queries += len(due)
+            results = self.get_many([t.ref for t in due], deadline)
+            for tracked in due:
+                self._record(tracked, results.get(tracked.ref.id), deadline)
+                if self.outcome.stopped_early:
+                    break
+        self.outcome.pending = list(self.tracked)
+        return self.outcome
+
+    def _record(self, tracked: _Tracked, result: Task | KlingError | None, deadline: float) -> None:
+        task_id = tracked.ref.id
+        if isinstance(result, Task):
+            tracked.failures = 0
+            tracked.task = result
+            tracked.ref.kind = result.kind
+            if result.terminal:
+                del self.tracked[task_id]
+                self._finish(result)
+                return
+            self.on_update(result)
+            tracked.interval = self.policy.next(tracked.interval)
+            tracked.due = self.clock() + tracked.interval
+            return
+        if isinstance(result, DeadlineExceeded):
+            self.outcome.timed_out = True
+            tracked.due = deadline
+            return
+        if isinstance(result, ProviderUnavailable) and tracked.failures < TRANSIENT_BUDGET:
+            tracked.failures += 1
+            self.on_error(task_id, result, False)
+            tracked.interval = self.policy.next(tracked.interval)
+            tracked.due = self.clock() + tracked.interval
+            return
+        error = result if isinstance(result, KlingError) else KlingError(f"no answer about task {task_id}")
+        del self.tracked[task_id]
+        self.outcome.errors[task_id] = error
+        self.on_error(task_id, error, True)
+
+    def _finish(self, task: Task) -> None:
+        self.outcome.finished.append(task)
+        self.on_done(task)
+        if self.fail_fast and task.status is TaskStatus.FAILED:
+            self.outcome.stopped_early = True

@@ -131,7 +131,7 @@ def bash_complete(*words: str, cwd: Path = REPO) -> list[str]:
 
 @pytest.mark.parametrize(("words", "expected"), [
     (["kling", "su"], ["submit"]),
-    (["kling", ""], ["download", "profile", "sandbox", "status", "submit", "wait"]),
+    (["kling", ""], "ROOT_COMMANDS"),
     (["kling", "submit", ""], ["motion", "t2v"]),
     (["kling", "submit", "t2v", "--mo"], ["--mode", "--model"]),
     (["kling", "submit", "motion", "--orientation", ""], ["image", "video"]),
@@ -163,7 +163,13 @@ def bash_complete(*words: str, cwd: Path = REPO) -> list[str]:
     (["kling", "submit", "motion", "--keep"], ["--keep-sound"]),
     (["kling", "submit", "motion", "--no-k"], ["--no-keep-sound"]),
 ])
-def test_bash_completes(words: list[str], expected: list[str]) -> None:
+def test_bash_completes(words: list[str], expected: list[str] | str) -> None:
+    if expected == "ROOT_COMMANDS":  # whatever the app has: the list grows with the app
+        import typer
+
+        from kling_cli.cli import app
+
+        expected = list(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
     assert bash_complete(*words) == sorted(expected)
 
 

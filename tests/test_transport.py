@@ -26,10 +26,26 @@ SUBMIT = WireRequest("POST", "/v1/videos/text2video", json={"prompt": "p"}, crea
 GET = WireRequest("GET", "/v1/videos/text2video/1")
 
 
+class FakeTime:
+    """A clock that sleeping advances, so waits are recorded instead of spent."""
+
+    def __init__(self, sleeps: list[float]) -> None:
+        self.sleeps = sleeps
+        self.offset = 0.0
+
+    def clock(self) -> float:
+        return time.monotonic() + self.offset
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(round(seconds, 6))
+        self.offset += seconds
+
+
 def transport(url: str, *, sleeps: list[float] | None = None, creds: Credentials | None = None, **kwargs) -> Transport:
-    recorded = sleeps if sleeps is not None else []
+    fake = FakeTime(sleeps if sleeps is not None else [])
+    kwargs.setdefault("clock", fake.clock)
     return Transport(base_url=url, dialect=KlingDialect(), credentials=creds or Credentials(api_key="k" * 20),
-                     sleep=recorded.append, **kwargs)
+                     sleep=fake.sleep, **kwargs)
 
 
 @pytest.mark.parametrize(
@@ -59,7 +75,7 @@ def test_retry_after_is_honoured(scripted):
     sleeps: list[float] = []
     reply = transport(scripted.url, sleeps=sleeps).send(SUBMIT)
     assert reply.payload["data"]["task_id"] == "1"
-    assert sleeps == [2.0]
+    assert sleeps == pytest.approx([2.0], abs=0.05)
     assert len(scripted.requests) == 2  # a 429 refusal created nothing: resending the submit is safe
 
 
@@ -69,6 +85,17 @@ def test_rate_limit_without_retry_after_backs_off_at_least_a_second(scripted):
     sleeps: list[float] = []
     transport(scripted.url, sleeps=sleeps).send(SUBMIT)
     assert len(sleeps) == 1 and 1.0 <= sleeps[0] <= 1.25
+
+
+def test_a_rate_limit_holds_back_every_request_to_the_provider(scripted):
+    scripted.add(429, {"code": 1303, "message": "busy"}, headers={"Retry-After": "3"})
+    scripted.add(200, OK)
+    scripted.add(200, OK)
+    sleeps: list[float] = []
+    shared = transport(scripted.url, sleeps=sleeps)
+    shared.send(GET)
+    shared.send(WireRequest("GET", "/v1/videos/text2video/2"))  # sent after the gate, not before
+    assert sleeps == pytest.approx([3.0], abs=0.05) and len(scripted.requests) == 3
 
 
 @pytest.mark.parametrize("code", [1102, 1101, 1304, 1301, 1201])
@@ -162,7 +189,7 @@ def test_deadline_bounds_each_call(scripted):
     scripted.add(200, OK, delay=2.0)
     started = time.monotonic()
     with pytest.raises(DeadlineExceeded):
-        transport(scripted.url, timeout=30).send(GET, deadline=time.monotonic() + 0.3)
+        transport(scripted.url, timeout=30, clock=time.monotonic).send(GET, deadline=time.monotonic() + 0.3)
     assert time.monotonic() - started < 1.0
 
 

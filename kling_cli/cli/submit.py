@@ -81,7 +81,6 @@ def _camera(text: str | None) -> dict[str, Any] | None:
 
 def _submit(ctx: AppContext, kind: str, req: Any, *, wait: bool, timeout: str, interval: float | None,
             download: Path | None) -> int:
-    from kling_cli.cli._follow import follow, report
     from kling_cli.waiting import parse_duration
 
     deadline = parse_duration(timeout)
@@ -98,8 +97,11 @@ def _submit(ctx: AppContext, kind: str, req: Any, *, wait: bool, timeout: str, i
             ctx.out.data(task.id)
             ctx.out.info(f"follow it with: kling wait {task.id}")
         return 0
-    final = follow(ctx, task.id, kind, timeout=deadline, interval=interval)
-    return report(ctx, final, download=download)
+    from kling_cli.cli._many import DownloadPlan, wait_many
+    from kling_cli.taskrefs import TaskRef
+
+    plan = DownloadPlan(download) if download is not None else None
+    return wait_many(ctx, [TaskRef(task.id, kind)], timeout=deadline, interval=interval, download=plan)
 
 
 @command(submit_app, "t2v", task_options=True)

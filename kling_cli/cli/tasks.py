@@ -1,4 +1,4 @@
-"""`kling status`, `kling wait` and `kling download`: following tasks that were already submitted."""
+"""`kling status`, `batch-status`, `wait` and `download`: following tasks that were already submitted."""
 
 from __future__ import annotations
 
@@ -20,8 +20,31 @@ class Kind(str, Enum):
 
 TaskIdArg = Annotated[str, typer.Argument(metavar="TASK_ID", help="The id printed by `kling submit`.",
                                           show_default=False)]
-KindOpt = Annotated[Optional[Kind], typer.Option("--kind", help="The task's kind (part of the query URL); "
+TaskIdsArg = Annotated[Optional[list[str]], typer.Argument(
+    metavar="TASK_ID...", help="Task ids; '-' reads ids or JSON tasks (one per line) from stdin.",
+    show_default=False)]
+FromOpt = Annotated[Optional[Path], typer.Option(
+    "--from", metavar="FILE", help="Read ids from a file: one id per line, JSON tasks (NDJSON), or a CSV with "
+    "a task_id column (a batch manifest).", show_default=False)]
+KindOpt = Annotated[Optional[Kind], typer.Option("--kind", help="The tasks' kind (part of the query URL); "
                                                  "tried in turn when not given.", show_default=False)]
+ConcurrencyOpt = Annotated[int, typer.Option("--concurrency", min=1, max=256, help="Requests in parallel.")]
+NameOpt = Annotated[str, typer.Option("--name", metavar="TEMPLATE", help="File name: {id}, {external_id}, "
+                                      "{index}, {kind}, {provider} (default {id}; -{index} is added for several "
+                                      "videos).")]
+TimeoutOpt = Annotated[str, typer.Option("--timeout", help="Give up after this long (90s, 20m, 1h); the tasks keep "
+                                         "running remotely.")]
+
+
+def _refs(ctx: AppContext, ids: list[str] | None, from_file: Path | None, kind: Kind | None):
+    import sys
+
+    from kling_cli.taskrefs import collect
+
+    refs = collect(ids or [], from_file, sys.stdin)
+    for ref in refs:
+        ref.kind = ref.kind or (kind.value if kind else None)
+    return refs
 
 
 @command(app, "status", task_options=True)
@@ -35,52 +58,105 @@ def status(ctx: AppContext, task_id: TaskIdArg, kind: KindOpt = None) -> int:
     return 0
 
 
+@command(app, "batch-status", task_options=True)
+def batch_status(
+    ctx: AppContext,
+    task_ids: TaskIdsArg = None,
+    from_file: FromOpt = None,
+    kind: KindOpt = None,
+    concurrency: ConcurrencyOpt = 16,
+    check: Annotated[bool, typer.Option("--check", help="Exit 8 if any task failed.")] = False,
+) -> int:
+    """Query many tasks at once: a table on a terminal, a line (or JSON task) per task otherwise.
+
+    Uses the provider's batch query where it has one. Exit 0 when every query worked.
+
+    Example: kling batch-status --from manifest.csv --json
+    """
+    from kling_cli.cli._tables import print_status_table
+    from kling_cli.errors import KlingError
+    from kling_cli.models import TaskStatus
+    from kling_cli.progress import summary_line
+
+    refs = _refs(ctx, task_ids, from_file, kind)
+    service = ctx.service()
+    service.concurrency = concurrency
+    results = service.get_many(refs)
+    counts: dict[str, int] = {}
+    errors: list[KlingError] = []
+    for ref in refs:
+        result = results[ref.id]
+        if isinstance(result, KlingError):
+            errors.append(result)
+            counts["error"] = counts.get("error", 0) + 1
+        else:
+            counts[result.status.value] = counts.get(result.status.value, 0) + 1
+    print_status_table(ctx.out, refs, results)
+    ctx.out.info(summary_line(counts))
+    if errors:
+        return int(errors[0].exit_code)
+    if check and counts.get(TaskStatus.FAILED.value):
+        return 8
+    return 0
+
+
 @command(app, "wait", task_options=True)
 def wait(
     ctx: AppContext,
-    task_id: TaskIdArg,
+    task_ids: TaskIdsArg = None,
+    from_file: FromOpt = None,
     kind: KindOpt = None,
-    timeout: Annotated[str, typer.Option("--timeout", help="Give up after this long (90s, 20m, 1h); the task keeps "
-                                         "running remotely.")] = "1h",
+    timeout: TimeoutOpt = "1h",
     interval: IntervalOpt = None,
-    download: Annotated[Optional[Path], typer.Option("--download", metavar="DIR", help="Download the videos into "
-                                                     "DIR once the task succeeds.", show_default=False)] = None,
+    download: Annotated[Optional[Path], typer.Option("--download", metavar="DIR", help="Download each task's videos "
+                                                     "into DIR as soon as it succeeds.", show_default=False)] = None,
+    name: NameOpt = "{id}",
+    fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failed task.")] = False,
+    concurrency: ConcurrencyOpt = 16,
 ) -> int:
-    """Wait until a task succeeds or fails, then print it.
+    """Wait until tasks succeed or fail, printing each one as it finishes.
 
-    Exit 0 if it succeeded, 8 if it failed, 7 if the deadline passed first.
+    Exit 0 if all succeeded, 8 if any failed, 7 if the deadline passed first (the running ids are listed).
 
-    Example: kling wait 866889456698785798 --timeout 20m --download videos
+    Example: kling submit t2v "a fox" --json | kling wait - --timeout 20m --download videos
     """
-    from kling_cli.cli._follow import follow, report
+    from kling_cli.cli._many import DownloadPlan, wait_many
+    from kling_cli.downloads import check_template
     from kling_cli.waiting import parse_duration
 
     seconds = parse_duration(timeout)
-    task = follow(ctx, task_id, kind.value if kind else None, timeout=seconds, interval=interval)
-    return report(ctx, task, download=download)
+    check_template(name)
+    refs = _refs(ctx, task_ids, from_file, kind)
+    ctx.service().concurrency = concurrency
+    plan = DownloadPlan(download, name) if download is not None else None
+    return wait_many(ctx, refs, timeout=seconds, interval=interval, download=plan, fail_fast=fail_fast)
 
 
 @command(app, "download", task_options=True)
 def download(
     ctx: AppContext,
-    task_id: TaskIdArg,
+    task_ids: TaskIdsArg = None,
+    from_file: FromOpt = None,
     kind: KindOpt = None,
-    output: Annotated[Path, typer.Option("--output", "-o", metavar="DIR", help="Directory for the videos.")] = Path("."),
-    force: Annotated[bool, typer.Option("--force", "-f", help="Download again even if the file exists.")] = False,
+    output: Annotated[str, typer.Option("--output", "-o", metavar="DIR", help="Directory for the videos, or '-' "
+                                        "to write a single video to stdout.")] = ".",
+    name: NameOpt = "{id}",
+    concurrency: ConcurrencyOpt = 4,
+    force: Annotated[bool, typer.Option("--force", "-f", help="Download again, replacing existing files.")] = False,
 ) -> int:
-    """Download the videos of a succeeded task (prints each file's path).
+    """Download the videos of succeeded tasks, in parallel, resuming partial files.
 
-    Files are named TASK_ID.mp4 and written through TASK_ID.mp4.part, so an interrupted download resumes.
+    Each video is written through NAME.mp4.part, checked, renamed to NAME.mp4, and described in a NAME.json
+    sidecar (sha256, size, source). A complete file is skipped; a different one is never overwritten
+    without --force. Prints each file's path.
 
-    Example: kling download 866889456698785798 -o videos
+    Example: kling download 866889456698785798 -o videos --name "{external_id}"
     """
-    service = ctx.service()
-    task = service.get(task_id, kind.value if kind else None)
-    paths = service.download(task, output, force=force)
-    if ctx.out.json_mode:
-        ctx.out.task(task, files=[str(p) for p in paths])
-    for path in paths:
-        ctx.out.info(f"downloaded {path}")
-        if not ctx.out.json_mode:
-            ctx.out.data(str(path))
-    return 0
+    from kling_cli.cli._many import DownloadPlan, download_many
+    from kling_cli.downloads import check_template
+
+    check_template(name)
+    refs = _refs(ctx, task_ids, from_file, kind)
+    ctx.service().concurrency = concurrency
+    plan = DownloadPlan(Path(output), name, force, to_stdout=output == "-")
+    return download_many(ctx, refs, plan)

@@ -70,6 +70,8 @@ class AceDataDialect(Dialect):
     # The docs only show URLs for the motion inputs.
     image_base64 = False
     video_base64 = False
+    # No limit is documented; small batches keep one slow answer from holding up many tasks.
+    batch_size = 50
 
     def build_submit(self, kind: str, req: T2VRequest | MotionRequest) -> WireRequest:
         if isinstance(req, T2VRequest):
@@ -136,8 +138,10 @@ class AceDataDialect(Dialect):
         created = epoch_to_iso(payload.get("created_at"), unit="s")  # float seconds
         updated = epoch_to_iso(payload.get("finished_at"), unit="s") or epoch_to_iso(payload.get("started_at"),
                                                                                        unit="s") or created
+        request = payload.get("request")
         task = Task(id=to_str_id(payload.get("id")) or task_id or "", kind=kind, status=TaskStatus.QUEUED,
-                    created_at=created, updated_at=updated, raw=payload)
+                    created_at=created, updated_at=updated, raw=payload,
+                    request=request if isinstance(request, dict) else None)
         if response is None:
             return task  # accepted, not started: the record has no response yet
         if not isinstance(response, dict):

@@ -65,6 +65,8 @@ class Dialect:
     prompt_limit = 2500
     #: a motion-control task needs a non-empty prompt here
     prompt_required = False
+    #: how many ids one batch query may carry; 0 when the provider has no batch query
+    batch_size = 0
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         self.options = dict(options or {})
@@ -88,11 +90,18 @@ class Dialect:
     def build_get_by_external_id(self, kind: str, external_id: str) -> WireRequest:
         raise Unsupported(f"the {self.name} dialect cannot look a task up by its external id")
 
+    def build_get_many(self, task_ids: list[str]) -> WireRequest:
+        raise Unsupported(f"the {self.name} dialect has no batch query")
+
     # -- replies --------------------------------------------------------------------------------
     def parse_submit(self, kind: str, reply: Reply) -> Task:
         raise NotImplementedError
 
     def parse_task(self, kind: str, payload: Any, *, task_id: str | None = None) -> Task:
+        raise NotImplementedError
+
+    def parse_many(self, payload: Any) -> list[Any]:
+        """The task payloads in a batch answer, each to be read by `parse_task`."""
         raise NotImplementedError
 
     def error_for(self, reply: Reply) -> ApiError | None:

@@ -70,6 +70,9 @@ class Sandbox:
         self.server = HTTPServer((host, port), self.app, log)
         self.host = host
         self.dispatcher = CallbackDispatcher(self)
+        self.storm_lock = threading.Lock()
+        self.storm_left = 0
+        self.storm_retry_after = 1.0
 
     # -- lifecycle ------------------------------------------------------------------------------
     @property
@@ -126,6 +129,14 @@ class Sandbox:
         if self.fires(marks, "500", key):
             return "500"
         return None
+
+    def in_storm(self) -> float | None:
+        """The Retry-After to answer with while a rate-limit storm lasts (see POST /__sandbox/storm)."""
+        with self.storm_lock:
+            if self.storm_left <= 0:
+                return None
+            self.storm_left -= 1
+            return self.storm_retry_after
 
     def seconds_for(self, marks: dict[str, int]) -> float:
         return self.task_seconds * (SLOW_FACTOR if "slow" in marks else 1.0)
@@ -284,18 +295,28 @@ def _files_router(sandbox: Sandbox) -> Router:
         row = sandbox.store.by_video(video_id)
         if row is None or row.phase() != "succeeded":
             return Response(404, b"Not Found", {"Content-Type": "text/plain"})
+        marks = markers(row.request.get("prompt"))
+        sandbox.count("files:requests")
+        if sandbox.fires(marks, "expired", f"expired:{video_id}"):
+            # what a CDN answers to a signed URL past its expiry
+            return Response(403, b"<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>",
+                            {"Content-Type": "application/xml"})
         size = ASSET.stat().st_size
         start, end = 0, size - 1
         status, headers = 200, {"Content-Type": "video/mp4", "Accept-Ranges": "bytes"}
         wanted = req.headers.get("Range")
         if wanted:
+            sandbox.count("files:ranges")
             parsed = _parse_range(wanted, size)
             if parsed is None:
                 return Response(416, b"", {"Content-Range": f"bytes */{size}"})
             start, end = parsed
             status = 206
             headers["Content-Range"] = f"bytes {start}-{end}/{size}"
-        return Response(status, headers=headers, file=(ASSET, start, end - start + 1))
+        response = Response(status, headers=headers, file=(ASSET, start, end - start + 1))
+        if not wanted and sandbox.fires(marks, "cut", f"cut:{video_id}"):
+            response.truncate = size // 2  # the connection drops halfway through the file
+        return response
 
     return router
 
@@ -324,6 +345,15 @@ def _admin_router(sandbox: Sandbox) -> Router:
     @router.route("POST", "/reset")
     def reset(_req: Request) -> Response:
         sandbox.store.reset()
+        return json_response(200, {"ok": True})
+
+    @router.route("POST", "/storm")
+    def storm(req: Request) -> Response:
+        """The next `count` task queries (official dialect) answer 429, code 1302, with Retry-After."""
+        body = req.json()
+        with sandbox.storm_lock:
+            sandbox.storm_left = int(body.get("count", 0))
+            sandbox.storm_retry_after = float(body.get("retry_after", 1))
         return json_response(200, {"ok": True})
 
     return router

@@ -306,6 +306,9 @@ def router(sandbox: Sandbox, prefix: str = "/kling") -> Router:
             check_auth(req)
             if kind is None:
                 raise Refusal(404, 1202, "Invalid request method")
+            retry_after = sandbox.in_storm()
+            if retry_after is not None:
+                raise Refusal(429, 1302, "request rate limit exceeded", {"Retry-After": f"{retry_after:g}"})
             row = find(sandbox, kind, req.params["task_id"])
             if row is None:
                 raise Refusal(404, 1203, "task not found")

@@ -1,0 +1,192 @@
+"""Waiting for and downloading many tasks: shared by `wait`, `download` and `submit --wait`.
+
+The poll loop runs in the main thread; queries and downloads run on worker threads. Results are printed
+on stdout as they come (a task when it finishes, or its files once downloaded), so a pipeline can consume
+them while the rest is still running.
+"""
+
+from __future__ import annotations
+
+import sys
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kling_cli.cli._common import AppContext
+from kling_cli.downloads import Downloader
+from kling_cli.errors import ExitCode, KlingError, TaskFailed, UsageError, WaitTimeout
+from kling_cli.models import Task, TaskStatus
+from kling_cli.progress import View, summary_line
+from kling_cli.taskrefs import TaskRef
+from kling_cli.waiting import PollPolicy, Waiter, format_duration
+
+
+@dataclass
+class DownloadPlan:
+    out_dir: Path
+    template: str = "{id}"
+    force: bool = False
+    to_stdout: bool = False
+
+
+@dataclass
+class _Tally:
+    """What went wrong, to pick the exit code once everything is done."""
+
+    errors: list[KlingError] = field(default_factory=list)
+    downloads: list[Future] = field(default_factory=list)
+    files: int = 0
+    skipped: int = 0
+
+    def exit_code(self) -> int:
+        return int(self.errors[0].exit_code) if self.errors else 0
+
+
+def _report_failure(ctx: AppContext, task: Task, tally: _Tally) -> None:
+    ctx.out.task(task)
+    reason = task.error.message if task.error else "no reason given"
+    error = TaskFailed(f"task {task.id} failed: {reason}", extra={"task_ids": [task.id]})
+    if not ctx.out.json_mode:
+        ctx.out.error(error)
+    tally.errors.append(error)
+
+
+def start_download(ctx: AppContext, task: Task, plan: DownloadPlan, view: View, tally: _Tally) -> None:
+    """Download every video of a succeeded task on the worker pool; print its files when they are in."""
+    service = ctx.service()
+    downloader = service.downloader
+
+    def job() -> None:
+        paths = []
+        for index, video in enumerate(task.videos):
+            if not video.url:
+                continue
+            refresh = lambda: service.get(task.id, task.kind)  # noqa: E731 - a fresh signed URL, on demand
+            if plan.to_stdout:
+                downloader.fetch_to_stream(task, index, sys.stdout.buffer, refresh=refresh, progress=view.file_bar())
+                continue
+            done = downloader.fetch_video(task, index, plan.out_dir, template=plan.template, force=plan.force,
+                                          refresh=refresh, progress=view.file_bar())
+            paths.append(str(done.path))
+            if done.skipped:
+                tally.skipped += 1
+                ctx.out.info(f"{done.path} is already complete, skipped (use --force to download again)")
+            else:
+                tally.files += 1
+                ctx.out.info(f"downloaded {done.path} ({done.size} bytes, sha256 {done.sha256[:12]}...)")
+            if not ctx.out.json_mode:
+                ctx.out.data(str(done.path))
+        if ctx.out.json_mode and not plan.to_stdout:
+            ctx.out.task(task, files=paths)
+
+    tally.downloads.append(service.pool.submit(job))
+
+
+def finish_downloads(ctx: AppContext, tally: _Tally) -> None:
+    for future in tally.downloads:
+        error = future.exception()
+        if isinstance(error, KlingError):
+            ctx.out.error(error)
+            tally.errors.append(error)
+        elif error is not None:
+            raise error
+
+
+def wait_many(
+    ctx: AppContext,
+    refs: list[TaskRef],
+    *,
+    timeout: float,
+    interval: float | None,
+    download: DownloadPlan | None = None,
+    fail_fast: bool = False,
+) -> int:
+    service = ctx.service()
+    out = ctx.out
+    ctx.running[:] = [ref.id for ref in refs]
+    tally = _Tally()
+    view = View(out, [ref.id for ref in refs])
+
+    def on_done(task: Task) -> None:
+        view.update(task)
+        if task.id in ctx.running:
+            ctx.running.remove(task.id)
+        if task.status is TaskStatus.FAILED:
+            _report_failure(ctx, task, tally)
+        elif download is not None:
+            try:
+                Downloader.check_ready(task, str(download.out_dir))
+            except KlingError as exc:
+                out.error(exc)
+                tally.errors.append(exc)
+                return
+            start_download(ctx, task, download, view, tally)
+        else:
+            out.task(task)
+
+    def on_error(task_id: str, error: KlingError, final: bool) -> None:
+        view.error(task_id, error.message, final)
+        if final:
+            if task_id in ctx.running:
+                ctx.running.remove(task_id)
+            tally.errors.append(error)
+
+    waiter = Waiter(
+        lambda batch, deadline: service.get_many(batch, deadline=deadline),
+        refs,
+        timeout=timeout,
+        policy=PollPolicy.from_options(interval),
+        clock=service.clock,
+        sleep=service.sleep,
+        fail_fast=fail_fast,
+        on_update=view.update,
+        on_done=on_done,
+        on_error=on_error,
+    )
+    with view:
+        outcome = waiter.run()
+        finish_downloads(ctx, tally)
+    if len(refs) > 1:
+        out.info(summary_line(view.counts()))
+    if outcome.timed_out and outcome.pending:
+        ids = " ".join(outcome.pending)
+        which = f"task {ids} is" if len(outcome.pending) == 1 else f"{len(outcome.pending)} tasks are"
+        listed = "" if len(outcome.pending) == 1 else f": {ids}"
+        error = WaitTimeout(f"{which} still running after {format_duration(timeout)}{listed}",
+                            hint=f"they keep running remotely; wait again with `kling wait {ids}`",
+                            extra={"task_ids": outcome.pending})
+        out.error(error)
+        return int(ExitCode.TIMEOUT)
+    if outcome.stopped_early and outcome.pending:
+        out.warn(f"stopped at the first failure (--fail-fast); still running remotely: {' '.join(outcome.pending)}")
+    return tally.exit_code()
+
+
+def download_many(ctx: AppContext, refs: list[TaskRef], plan: DownloadPlan) -> int:
+    """Look up what the input did not carry, then download every video of every succeeded task."""
+    service = ctx.service()
+    out = ctx.out
+    tally = _Tally()
+    lookup = [ref for ref in refs if ref.task is None or not ref.task.terminal]
+    found = service.get_many(lookup) if lookup else {}
+    ready: list[Task] = []
+    for ref in refs:
+        result = found.get(ref.id, ref.task)
+        try:
+            if isinstance(result, KlingError):
+                raise result
+            assert result is not None
+            Downloader.check_ready(result, str(plan.out_dir))
+            ready.append(result)
+        except KlingError as exc:
+            out.error(exc)
+            tally.errors.append(exc)
+    if plan.to_stdout and sum(1 for t in ready for v in t.videos if v.url) != 1:
+        raise UsageError("-o - writes exactly one video to stdout", hint="give one task with one video, or -o DIR")
+    with View(out) as view:
+        for task in ready:
+            start_download(ctx, task, plan, view, tally)
+        finish_downloads(ctx, tally)
+    if len(refs) > 1 or tally.skipped:
+        out.info(f"{tally.files} downloaded, {tally.skipped} already complete, {len(tally.errors)} failed")
+    return tally.exit_code()

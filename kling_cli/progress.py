@@ -1,0 +1,173 @@
+"""What a human sees on stderr while tasks are waited on and videos downloaded.
+
+On a terminal: one live display (rich) with a row per task (status, progress bar where the provider
+reports progress, elapsed time), an overall bar, and a bar per download (size, speed, ETA; a spinner and
+byte count when the size is unknown). Past `MAX_ROWS` tasks only the rows that changed state lately are
+shown. Anywhere else (CI logs): one plain line per state change, no animation. Quiet or --json: nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from typing import Any
+
+from kling_cli.models import Task, TaskStatus
+from kling_cli.render import STATUS_STYLES, Output
+from kling_cli.waiting import format_duration
+
+MAX_ROWS = 20
+REFRESH_PER_SECOND = 4
+
+
+class _FileBar:
+    """One download's bar, as the downloader's `Progress`."""
+
+    def __init__(self, view: View) -> None:
+        self.view = view
+        self.task_id: Any = None
+        self.name = ""
+
+    def start(self, name: str, total: int | None, done: int) -> None:
+        self.name = name
+        bars = self.view.bars
+        if bars is not None:
+            with self.view.lock:
+                if self.task_id is None:
+                    self.task_id = bars.add_task(name, total=total, completed=done)
+                else:
+                    bars.reset(self.task_id, total=total, completed=done, description=name)
+
+    def advance(self, count: int) -> None:
+        if self.task_id is not None and self.view.bars is not None:
+            self.view.bars.advance(self.task_id, count)
+
+    def finish(self) -> None:
+        if self.task_id is not None and self.view.bars is not None:
+            with self.view.lock:
+                self.view.bars.remove_task(self.task_id)
+
+
+class View:
+    def __init__(self, out: Output, ids: list[str] | None = None) -> None:
+        self.out = out
+        self.live_mode = out.live
+        self.lock = threading.RLock()
+        self.started = time.monotonic()
+        self.tasks: OrderedDict[str, Task | None] = OrderedDict((i, None) for i in ids or [])
+        self.finished_at: dict[str, float] = {}
+        #: ids in the order their state last changed (most recent last)
+        self.changes: OrderedDict[str, None] = OrderedDict()
+        self.errors: dict[str, str] = {}
+        self.bars = None
+        self._live = None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def __enter__(self) -> View:
+        if self.live_mode:
+            from rich.console import Group
+            from rich.live import Live
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                SpinnerColumn,
+                TextColumn,
+                TimeRemainingColumn,
+                TransferSpeedColumn,
+            )
+
+            self.bars = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                                 TransferSpeedColumn(), TimeRemainingColumn(), console=self.out.console())
+            parts = [self, self.bars] if self.tasks else [self.bars]
+            self._live = Live(Group(*parts), console=self.out.console(), refresh_per_second=REFRESH_PER_SECOND,
+                              transient=True)
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._live is not None:
+            self._live.__exit__(*exc)
+            self._live = None
+
+    # -- events -----------------------------------------------------------------------------------
+    def update(self, task: Task) -> None:
+        with self.lock:
+            previous = self.tasks.get(task.id)
+            self.tasks[task.id] = task
+            changed = previous is None or previous.status is not task.status
+            if changed:
+                self.changes.pop(task.id, None)
+                self.changes[task.id] = None
+                if task.terminal:
+                    self.finished_at[task.id] = time.monotonic()
+        if changed and not self.live_mode:
+            self.out.info(self._line(task))
+
+    def error(self, task_id: str, message: str, final: bool) -> None:
+        with self.lock:
+            if final:
+                self.errors[task_id] = message
+                self.changes.pop(task_id, None)
+                self.changes[task_id] = None
+        if final or not self.live_mode:
+            self.out.warn(f"task {task_id}: {message}" + ("" if final else "; trying again"))
+
+    def file_bar(self) -> _FileBar:
+        return _FileBar(self)
+
+    # -- rendering --------------------------------------------------------------------------------
+    def _elapsed(self, task_id: str) -> str:
+        end = self.finished_at.get(task_id, time.monotonic())
+        return format_duration(end - self.started)
+
+    def _line(self, task: Task) -> str:
+        progress = f" {task.progress:.0%}" if task.progress is not None and not task.terminal else ""
+        return f"task {task.id}: {task.status.value}{progress} ({self._elapsed(task.id)})"
+
+    def counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        with self.lock:
+            for task_id, task in self.tasks.items():
+                key = "error" if task_id in self.errors else (task.status.value if task else "waiting")
+                counts[key] = counts.get(key, 0) + 1
+        return counts
+
+    def __rich__(self):
+        from rich.console import Group
+        from rich.progress_bar import ProgressBar
+        from rich.table import Table
+        from rich.text import Text
+
+        with self.lock:
+            ids = list(self.tasks)
+            if len(ids) > MAX_ROWS:
+                ids = list(self.changes)[-MAX_ROWS // 2:]
+            table = Table(box=None, pad_edge=False, show_header=False)
+            for column in ("id", "status", "bar", "elapsed"):
+                table.add_column(column, no_wrap=True)
+            for task_id in ids:
+                task = self.tasks.get(task_id)
+                if task_id in self.errors:
+                    table.add_row(task_id, Text("error", style="red"), Text(self.errors[task_id][:40]), "")
+                    continue
+                status = task.status.value if task else "waiting"
+                bar = (ProgressBar(total=1.0, completed=task.progress, width=20)
+                       if task and task.progress is not None else Text("-" * 20, style="dim"))
+                table.add_row(task_id, Text(status, style=STATUS_STYLES.get(status, "")), bar, self._elapsed(task_id))
+            total = len(self.tasks)
+            done = sum(1 for t in self.tasks.values() if t is not None and t.terminal) + len(self.errors)
+        counts = self.counts()
+        summary = " · ".join(f"{n} {name}" for name, n in counts.items())
+        overall = Table(box=None, pad_edge=False, show_header=False)
+        overall.add_row(ProgressBar(total=max(total, 1), completed=done, width=40),
+                        f" {done}/{total} done · {summary} · {format_duration(time.monotonic() - self.started)}")
+        return Group(table, overall)
+
+
+def summary_line(counts: dict[str, int]) -> str:
+    order = [s.value for s in (TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.RUNNING, TaskStatus.QUEUED,
+                               TaskStatus.UNKNOWN)] + ["waiting", "error"]
+    parts = [f"{counts[name]} {name}" for name in order if counts.get(name)]
+    return ", ".join(parts) or "nothing"
