@@ -15,12 +15,12 @@
 _kling_info() {
     case "$1" in
         'kling')
-            _kling_subs=(batch-status callback download profile sandbox status submit wait)
-            _kling_opts=(--version --profile -p --json --quiet -q --verbose -v --no-color --no-input --raw --dialect --help -h)
+            _kling_subs=(batch-status callback download history profile sandbox status submit wait)
+            _kling_opts=(--version --profile -p --json --quiet -q --verbose -v --no-color --no-input --raw --dialect --no-journal --help -h)
             _kling_vopts=' --profile -p --dialect '
             ;;
         'kling batch-status')
-            _kling_opts=(--from --kind --concurrency --check --profile -p --json --quiet -q --verbose -v --no-color --no-input --raw --dialect --help -h)
+            _kling_opts=(--from --kind --concurrency --check --profile -p --json --quiet -q --verbose -v --no-color --no-input --raw --dialect --no-journal --help -h)
             _kling_vopts=' --from --kind --concurrency --profile -p --dialect '
             _kling_nargs=1
             _kling_varargs=1
@@ -38,10 +38,14 @@ _kling_info() {
             _kling_vopts=' --header -H --webhook-secret-file --profile -p '
             ;;
         'kling download')
-            _kling_opts=(--from --kind --output -o --name --concurrency --force -f --profile -p --json --quiet -q --verbose -v --no-color --no-input --raw --dialect --help -h)
+            _kling_opts=(--from --kind --output -o --name --concurrency --force -f --profile -p --json --quiet -q --verbose -v --no-color --no-input --raw --dialect --no-journal --help -h)
             _kling_vopts=' --from --kind --output -o --name --concurrency --profile -p --dialect '
             _kling_nargs=1
             _kling_varargs=1
+            ;;
+        'kling history')
+            _kling_opts=(--limit -n --status --profile -p --json --quiet -q --verbose -v --no-color --no-input --help -h)
+            _kling_vopts=' --limit -n --status --profile -p '
             ;;
         'kling profile')
             _kling_subs=(add list remove show use)
@@ -76,11 +80,11 @@ _kling_info() {
             _kling_opts=(--help -h)
             ;;
         'kling sandbox serve')
-            _kling_opts=(--host --port --task-seconds --state-dir --profile -p --json --quiet -q --verbose -v --no-color --no-input --help -h)
-            _kling_vopts=' --host --port --task-seconds --state-dir --profile -p '
+            _kling_opts=(--host --port --task-seconds --state-dir --latency --profile -p --json --quiet -q --verbose -v --no-color --no-input --help -h)
+            _kling_vopts=' --host --port --task-seconds --state-dir --latency --profile -p '
             ;;
         'kling status')
-            _kling_opts=(--kind --profile -p --json --quiet -q --verbose -v --no-color --no-input --raw --dialect --help -h)
+            _kling_opts=(--kind --profile -p --json --quiet -q --verbose -v --no-color --no-input --raw --dialect --no-journal --help -h)
             _kling_vopts=' --kind --profile -p --dialect '
             _kling_nargs=1
             ;;
@@ -89,16 +93,16 @@ _kling_info() {
             _kling_opts=(--help -h)
             ;;
         'kling submit motion')
-            _kling_opts=(--image --video --orientation --mode --prompt --keep-sound --no-keep-sound --model --callback-url --external-id --extra --wait --timeout --interval --download --profile -p --json --quiet -q --verbose -v --no-color --no-input --raw --dialect --help -h)
-            _kling_vopts=' --image --video --orientation --mode --prompt --model --callback-url --external-id --extra --timeout --interval --download --profile -p --dialect '
+            _kling_opts=(--image --video --orientation --mode --prompt --keep-sound --no-keep-sound --model --callback-url --external-id --extra --wait --timeout --interval --download --from-csv --extra-columns --skip-invalid --dry-run -n --out --max-in-flight --rate --shard --resubmit-uncertain --profile -p --json --quiet -q --verbose -v --no-color --no-input --raw --dialect --no-journal --help -h)
+            _kling_vopts=' --image --video --orientation --mode --prompt --model --callback-url --external-id --extra --timeout --interval --download --from-csv --out --max-in-flight --rate --shard --profile -p --dialect '
             ;;
         'kling submit t2v')
-            _kling_opts=(--model --mode --duration --aspect-ratio --negative-prompt --cfg-scale --camera-control --callback-url --external-id --extra --wait --timeout --interval --download --profile -p --json --quiet -q --verbose -v --no-color --no-input --raw --dialect --help -h)
-            _kling_vopts=' --model --mode --duration --aspect-ratio --negative-prompt --cfg-scale --camera-control --callback-url --external-id --extra --timeout --interval --download --profile -p --dialect '
+            _kling_opts=(--model --mode --duration --aspect-ratio --negative-prompt --cfg-scale --camera-control --callback-url --external-id --extra --wait --timeout --interval --download --from-csv --extra-columns --skip-invalid --dry-run -n --out --max-in-flight --rate --shard --resubmit-uncertain --profile -p --json --quiet -q --verbose -v --no-color --no-input --raw --dialect --no-journal --help -h)
+            _kling_vopts=' --model --mode --duration --aspect-ratio --negative-prompt --cfg-scale --camera-control --callback-url --external-id --extra --timeout --interval --download --from-csv --out --max-in-flight --rate --shard --profile -p --dialect '
             _kling_nargs=1
             ;;
         'kling wait')
-            _kling_opts=(--from --kind --timeout --interval --download --name --fail-fast --concurrency --profile -p --json --quiet -q --verbose -v --no-color --no-input --raw --dialect --help -h)
+            _kling_opts=(--from --kind --timeout --interval --download --name --fail-fast --concurrency --profile -p --json --quiet -q --verbose -v --no-color --no-input --raw --dialect --no-journal --help -h)
             _kling_vopts=' --from --kind --timeout --interval --download --name --concurrency --profile -p --dialect '
             _kling_nargs=1
             _kling_varargs=1
@@ -110,7 +114,7 @@ _kling_info() {
 # Usage: _kling_values PATH OPTION-OR-#N TYPED
 _kling_values() {
     case "$1 $2" in
-        'kling batch-status --from'|'kling callback listen --webhook-secret-file'|'kling callback verify --webhook-secret-file'|'kling download --from'|'kling profile add --api-key-file'|'kling profile add --secret-key-file'|'kling profile add --webhook-secret-file'|'kling sandbox serve --state-dir'|'kling submit motion --image'|'kling submit motion --video'|'kling wait --from')
+        'kling batch-status --from'|'kling callback listen --webhook-secret-file'|'kling callback verify --webhook-secret-file'|'kling download --from'|'kling profile add --api-key-file'|'kling profile add --secret-key-file'|'kling profile add --webhook-secret-file'|'kling sandbox serve --state-dir'|'kling submit motion --image'|'kling submit motion --video'|'kling submit motion --from-csv'|'kling submit motion --out'|'kling submit t2v --from-csv'|'kling submit t2v --out'|'kling wait --from')
             _kling_files "$3"
             ;;
         'kling batch-status --kind'|'kling download --kind'|'kling status --kind'|'kling wait --kind')

@@ -10,7 +10,7 @@
 function __kling_subcommands
     switch $argv[1]
         case 'kling'
-            printf '%s\n' 'batch-status' 'callback' 'download' 'profile' 'sandbox' 'status' 'submit' 'wait'
+            printf '%s\n' 'batch-status' 'callback' 'download' 'history' 'profile' 'sandbox' 'status' 'submit' 'wait'
         case 'kling callback'
             printf '%s\n' 'listen' 'verify'
         case 'kling profile'
@@ -34,6 +34,8 @@ function __kling_value_options
             printf '%s\n' '--header' '-H' '--webhook-secret-file' '--profile' '-p'
         case 'kling download'
             printf '%s\n' '--from' '--kind' '--output' '-o' '--name' '--concurrency' '--profile' '-p' '--dialect'
+        case 'kling history'
+            printf '%s\n' '--limit' '-n' '--status' '--profile' '-p'
         case 'kling profile add'
             printf '%s\n' '--provider' '--base-url' '--dialect' '--api-key-file' '--api-key-env' '--access-key' '--secret-key-file' '--webhook-secret-file' '--timeout' '--retries' '--profile' '-p'
         case 'kling profile list'
@@ -45,13 +47,13 @@ function __kling_value_options
         case 'kling profile use'
             printf '%s\n' '--profile' '-p'
         case 'kling sandbox serve'
-            printf '%s\n' '--host' '--port' '--task-seconds' '--state-dir' '--profile' '-p'
+            printf '%s\n' '--host' '--port' '--task-seconds' '--state-dir' '--latency' '--profile' '-p'
         case 'kling status'
             printf '%s\n' '--kind' '--profile' '-p' '--dialect'
         case 'kling submit motion'
-            printf '%s\n' '--image' '--video' '--orientation' '--mode' '--prompt' '--model' '--callback-url' '--external-id' '--extra' '--timeout' '--interval' '--download' '--profile' '-p' '--dialect'
+            printf '%s\n' '--image' '--video' '--orientation' '--mode' '--prompt' '--model' '--callback-url' '--external-id' '--extra' '--timeout' '--interval' '--download' '--from-csv' '--out' '--max-in-flight' '--rate' '--shard' '--profile' '-p' '--dialect'
         case 'kling submit t2v'
-            printf '%s\n' '--model' '--mode' '--duration' '--aspect-ratio' '--negative-prompt' '--cfg-scale' '--camera-control' '--callback-url' '--external-id' '--extra' '--timeout' '--interval' '--download' '--profile' '-p' '--dialect'
+            printf '%s\n' '--model' '--mode' '--duration' '--aspect-ratio' '--negative-prompt' '--cfg-scale' '--camera-control' '--callback-url' '--external-id' '--extra' '--timeout' '--interval' '--download' '--from-csv' '--out' '--max-in-flight' '--rate' '--shard' '--profile' '-p' '--dialect'
         case 'kling wait'
             printf '%s\n' '--from' '--kind' '--timeout' '--interval' '--download' '--name' '--concurrency' '--profile' '-p' '--dialect'
     end
@@ -106,6 +108,7 @@ complete -c kling -f
 complete -c kling -n '__kling_at kling' -a 'batch-status' -d 'Query many tasks at once: a table on a terminal, a line (or JSON task) per...'
 complete -c kling -n '__kling_at kling' -a 'callback' -d 'Check and receive the callbacks (webhooks) providers POST when a task ends'
 complete -c kling -n '__kling_at kling' -a 'download' -d 'Download the videos of succeeded tasks, in parallel, resuming partial files'
+complete -c kling -n '__kling_at kling' -a 'history' -d 'List the tasks this machine submitted, newest first (--profile P keeps one...'
 complete -c kling -n '__kling_at kling' -a 'profile' -d 'Manage profiles (provider, base URL, credentials)'
 complete -c kling -n '__kling_at kling' -a 'sandbox' -d 'The built-in emulator of every provider dialect'
 complete -c kling -n '__kling_at kling' -a 'status' -d 'Query a task once and print it (exit 0 even if the task failed: the query...'
@@ -120,6 +123,7 @@ complete -c kling -n '__kling_at kling' -l 'no-color' -d 'No colour (also NO_COL
 complete -c kling -n '__kling_at kling' -l 'no-input' -d 'Never prompt (always so when stdin is not a terminal)'
 complete -c kling -n '__kling_at kling' -l 'raw' -d 'Include the provider\'s own payload as `raw` in --json output'
 complete -c kling -n '__kling_at kling' -l 'dialect' -x -d 'With --profile sandbox: which provider dialect the sandbox speaks (kling...'
+complete -c kling -n '__kling_at kling' -l 'no-journal' -d 'Do not record tasks in the local journal (also KLING_NO_JOURNAL=1); a lost...'
 complete -c kling -n '__kling_at kling' -l 'help' -s 'h' -d 'Show this message and exit'
 
 # kling batch-status
@@ -135,6 +139,7 @@ complete -c kling -n '__kling_at kling batch-status' -l 'no-color' -d 'No colour
 complete -c kling -n '__kling_at kling batch-status' -l 'no-input' -d 'Never prompt (always so when stdin is not a terminal)'
 complete -c kling -n '__kling_at kling batch-status' -l 'raw' -d 'Include the provider\'s own payload as `raw` in --json output'
 complete -c kling -n '__kling_at kling batch-status' -l 'dialect' -x -d 'With --profile sandbox: which provider dialect the sandbox speaks (kling...'
+complete -c kling -n '__kling_at kling batch-status' -l 'no-journal' -d 'Do not record tasks in the local journal (also KLING_NO_JOURNAL=1); a lost...'
 complete -c kling -n '__kling_at kling batch-status' -l 'help' -s 'h' -d 'Show this message and exit'
 
 # kling callback
@@ -181,7 +186,19 @@ complete -c kling -n '__kling_at kling download' -l 'no-color' -d 'No colour (al
 complete -c kling -n '__kling_at kling download' -l 'no-input' -d 'Never prompt (always so when stdin is not a terminal)'
 complete -c kling -n '__kling_at kling download' -l 'raw' -d 'Include the provider\'s own payload as `raw` in --json output'
 complete -c kling -n '__kling_at kling download' -l 'dialect' -x -d 'With --profile sandbox: which provider dialect the sandbox speaks (kling...'
+complete -c kling -n '__kling_at kling download' -l 'no-journal' -d 'Do not record tasks in the local journal (also KLING_NO_JOURNAL=1); a lost...'
 complete -c kling -n '__kling_at kling download' -l 'help' -s 'h' -d 'Show this message and exit'
+
+# kling history
+complete -c kling -n '__kling_at kling history' -l 'limit' -s 'n' -x -d 'How many entries'
+complete -c kling -n '__kling_at kling history' -l 'status' -x -d 'Only entries with this status (queued, running, succeeded, failed) or...'
+complete -c kling -n '__kling_at kling history' -l 'profile' -s 'p' -x -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
+complete -c kling -n '__kling_at kling history' -l 'json' -d 'Print one JSON object per line on stdout, errors included'
+complete -c kling -n '__kling_at kling history' -l 'quiet' -s 'q' -d 'Less on stderr; -qq hides warnings too'
+complete -c kling -n '__kling_at kling history' -l 'verbose' -s 'v' -d 'Explain where settings came from; -vv logs each HTTP request'
+complete -c kling -n '__kling_at kling history' -l 'no-color' -d 'No colour (also NO_COLOR=1 or TERM=dumb)'
+complete -c kling -n '__kling_at kling history' -l 'no-input' -d 'Never prompt (always so when stdin is not a terminal)'
+complete -c kling -n '__kling_at kling history' -l 'help' -s 'h' -d 'Show this message and exit'
 
 # kling profile
 complete -c kling -n '__kling_at kling profile' -a 'add' -d 'Add a profile'
@@ -257,6 +274,7 @@ complete -c kling -n '__kling_at kling sandbox serve' -l 'host' -x -d 'Address t
 complete -c kling -n '__kling_at kling sandbox serve' -l 'port' -x -d 'Port (0: any free port)'
 complete -c kling -n '__kling_at kling sandbox serve' -l 'task-seconds' -x -d 'How long each emulated task takes (default 4)'
 complete -c kling -n '__kling_at kling sandbox serve' -l 'state-dir' -r -F -d 'Where tasks are kept (default: the data dir\'s sandbox/, shared with...'
+complete -c kling -n '__kling_at kling sandbox serve' -l 'latency' -x -d 'Answer every API request this late, e.g. 100ms (a slow network or provider)'
 complete -c kling -n '__kling_at kling sandbox serve' -l 'profile' -s 'p' -x -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
 complete -c kling -n '__kling_at kling sandbox serve' -l 'json' -d 'Print one JSON object per line on stdout, errors included'
 complete -c kling -n '__kling_at kling sandbox serve' -l 'quiet' -s 'q' -d 'Less on stderr; -qq hides warnings too'
@@ -275,11 +293,12 @@ complete -c kling -n '__kling_at kling status' -l 'no-color' -d 'No colour (also
 complete -c kling -n '__kling_at kling status' -l 'no-input' -d 'Never prompt (always so when stdin is not a terminal)'
 complete -c kling -n '__kling_at kling status' -l 'raw' -d 'Include the provider\'s own payload as `raw` in --json output'
 complete -c kling -n '__kling_at kling status' -l 'dialect' -x -d 'With --profile sandbox: which provider dialect the sandbox speaks (kling...'
+complete -c kling -n '__kling_at kling status' -l 'no-journal' -d 'Do not record tasks in the local journal (also KLING_NO_JOURNAL=1); a lost...'
 complete -c kling -n '__kling_at kling status' -l 'help' -s 'h' -d 'Show this message and exit'
 
 # kling submit
-complete -c kling -n '__kling_at kling submit' -a 'motion' -d 'Submit a motion-control task: the subject of an image performs the motion of...'
-complete -c kling -n '__kling_at kling submit' -a 't2v' -d 'Submit a text-to-video task'
+complete -c kling -n '__kling_at kling submit' -a 'motion' -d 'Submit a motion-control task (the subject of an image performs the motion of...'
+complete -c kling -n '__kling_at kling submit' -a 't2v' -d 'Submit a text-to-video task, or one per row of a CSV file'
 complete -c kling -n '__kling_at kling submit' -l 'help' -s 'h' -d 'Show this message and exit'
 
 # kling submit motion
@@ -297,6 +316,15 @@ complete -c kling -n '__kling_at kling submit motion' -l 'wait' -d 'Wait for the
 complete -c kling -n '__kling_at kling submit motion' -l 'timeout' -x -d 'With --wait: give up waiting after this long (90s, 20m, 1h); the task keeps...'
 complete -c kling -n '__kling_at kling submit motion' -l 'interval' -x -d 'Poll every S seconds (default: 2 s growing to 30 s)'
 complete -c kling -n '__kling_at kling submit motion' -l 'download' -x -a '(__fish_complete_directories (commandline -ct))' -d 'Wait, then download the videos into DIR'
+complete -c kling -n '__kling_at kling submit motion' -l 'from-csv' -r -F -d 'Submit one task per row; columns are the option names (prompt, model, mode...'
+complete -c kling -n '__kling_at kling submit motion' -l 'extra-columns' -d 'With --from-csv: send unknown columns as provider fields instead of refusing...'
+complete -c kling -n '__kling_at kling submit motion' -l 'skip-invalid' -d 'With --from-csv: send the valid rows even if some are invalid (every bad row...'
+complete -c kling -n '__kling_at kling submit motion' -l 'dry-run' -s 'n' -d 'With --from-csv: print each row\'s resolved request and the count; send nothing'
+complete -c kling -n '__kling_at kling submit motion' -l 'out' -r -F -d 'With --from-csv: write a results manifest (.csv or .ndjson; repeatable) as...'
+complete -c kling -n '__kling_at kling submit motion' -l 'max-in-flight' -x -d 'With --from-csv: tasks running on the provider at most (Kling counts running...'
+complete -c kling -n '__kling_at kling submit motion' -l 'rate' -x -d 'With --from-csv: submits per second (or per minute: 30/m) at most'
+complete -c kling -n '__kling_at kling submit motion' -l 'shard' -x -d 'With --from-csv: only the rows in shard K of N (by row identity), for CI...'
+complete -c kling -n '__kling_at kling submit motion' -l 'resubmit-uncertain' -d 'With --from-csv: send again rows whose answer was lost and cannot be looked...'
 complete -c kling -n '__kling_at kling submit motion' -l 'profile' -s 'p' -x -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
 complete -c kling -n '__kling_at kling submit motion' -l 'json' -d 'Print one JSON object per line on stdout, errors included'
 complete -c kling -n '__kling_at kling submit motion' -l 'quiet' -s 'q' -d 'Less on stderr; -qq hides warnings too'
@@ -305,6 +333,7 @@ complete -c kling -n '__kling_at kling submit motion' -l 'no-color' -d 'No colou
 complete -c kling -n '__kling_at kling submit motion' -l 'no-input' -d 'Never prompt (always so when stdin is not a terminal)'
 complete -c kling -n '__kling_at kling submit motion' -l 'raw' -d 'Include the provider\'s own payload as `raw` in --json output'
 complete -c kling -n '__kling_at kling submit motion' -l 'dialect' -x -d 'With --profile sandbox: which provider dialect the sandbox speaks (kling...'
+complete -c kling -n '__kling_at kling submit motion' -l 'no-journal' -d 'Do not record tasks in the local journal (also KLING_NO_JOURNAL=1); a lost...'
 complete -c kling -n '__kling_at kling submit motion' -l 'help' -s 'h' -d 'Show this message and exit'
 
 # kling submit t2v
@@ -322,6 +351,15 @@ complete -c kling -n '__kling_at kling submit t2v' -l 'wait' -d 'Wait for the ta
 complete -c kling -n '__kling_at kling submit t2v' -l 'timeout' -x -d 'With --wait: give up waiting after this long (90s, 20m, 1h); the task keeps...'
 complete -c kling -n '__kling_at kling submit t2v' -l 'interval' -x -d 'Poll every S seconds (default: 2 s growing to 30 s)'
 complete -c kling -n '__kling_at kling submit t2v' -l 'download' -x -a '(__fish_complete_directories (commandline -ct))' -d 'Wait, then download the videos into DIR'
+complete -c kling -n '__kling_at kling submit t2v' -l 'from-csv' -r -F -d 'Submit one task per row; columns are the option names (prompt, model, mode...'
+complete -c kling -n '__kling_at kling submit t2v' -l 'extra-columns' -d 'With --from-csv: send unknown columns as provider fields instead of refusing...'
+complete -c kling -n '__kling_at kling submit t2v' -l 'skip-invalid' -d 'With --from-csv: send the valid rows even if some are invalid (every bad row...'
+complete -c kling -n '__kling_at kling submit t2v' -l 'dry-run' -s 'n' -d 'With --from-csv: print each row\'s resolved request and the count; send nothing'
+complete -c kling -n '__kling_at kling submit t2v' -l 'out' -r -F -d 'With --from-csv: write a results manifest (.csv or .ndjson; repeatable) as...'
+complete -c kling -n '__kling_at kling submit t2v' -l 'max-in-flight' -x -d 'With --from-csv: tasks running on the provider at most (Kling counts running...'
+complete -c kling -n '__kling_at kling submit t2v' -l 'rate' -x -d 'With --from-csv: submits per second (or per minute: 30/m) at most'
+complete -c kling -n '__kling_at kling submit t2v' -l 'shard' -x -d 'With --from-csv: only the rows in shard K of N (by row identity), for CI...'
+complete -c kling -n '__kling_at kling submit t2v' -l 'resubmit-uncertain' -d 'With --from-csv: send again rows whose answer was lost and cannot be looked...'
 complete -c kling -n '__kling_at kling submit t2v' -l 'profile' -s 'p' -x -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
 complete -c kling -n '__kling_at kling submit t2v' -l 'json' -d 'Print one JSON object per line on stdout, errors included'
 complete -c kling -n '__kling_at kling submit t2v' -l 'quiet' -s 'q' -d 'Less on stderr; -qq hides warnings too'
@@ -330,6 +368,7 @@ complete -c kling -n '__kling_at kling submit t2v' -l 'no-color' -d 'No colour (
 complete -c kling -n '__kling_at kling submit t2v' -l 'no-input' -d 'Never prompt (always so when stdin is not a terminal)'
 complete -c kling -n '__kling_at kling submit t2v' -l 'raw' -d 'Include the provider\'s own payload as `raw` in --json output'
 complete -c kling -n '__kling_at kling submit t2v' -l 'dialect' -x -d 'With --profile sandbox: which provider dialect the sandbox speaks (kling...'
+complete -c kling -n '__kling_at kling submit t2v' -l 'no-journal' -d 'Do not record tasks in the local journal (also KLING_NO_JOURNAL=1); a lost...'
 complete -c kling -n '__kling_at kling submit t2v' -l 'help' -s 'h' -d 'Show this message and exit'
 
 # kling wait
@@ -349,4 +388,5 @@ complete -c kling -n '__kling_at kling wait' -l 'no-color' -d 'No colour (also N
 complete -c kling -n '__kling_at kling wait' -l 'no-input' -d 'Never prompt (always so when stdin is not a terminal)'
 complete -c kling -n '__kling_at kling wait' -l 'raw' -d 'Include the provider\'s own payload as `raw` in --json output'
 complete -c kling -n '__kling_at kling wait' -l 'dialect' -x -d 'With --profile sandbox: which provider dialect the sandbox speaks (kling...'
+complete -c kling -n '__kling_at kling wait' -l 'no-journal' -d 'Do not record tasks in the local journal (also KLING_NO_JOURNAL=1); a lost...'
 complete -c kling -n '__kling_at kling wait' -l 'help' -s 'h' -d 'Show this message and exit'

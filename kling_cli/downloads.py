@@ -6,8 +6,9 @@ named `NAME.mp4` is always complete. A `NAME.json` sidecar records where it came
 so a rerun skips files that are already complete and refuses to overwrite a file it did not write.
 
 Result URLs are signed CDN links that expire (30 days): a 403/404/410 re-queries the task once for a
-fresh URL. The provider's credentials are never sent to the CDN. Memory stays flat: bytes move in
-fixed-size chunks and are hashed as they are written.
+fresh URL. The provider's credentials are never sent to the CDN. Memory stays flat: bytes are written
+as the network delivers them (chunks of up to 64 KiB) and hashed on a thread beside, through a bounded
+backlog (see `_Hasher`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import queue
 import re
+import stat
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +37,13 @@ MP4_HEADS = (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip")
 GONE = (403, 404, 410)
 NAME_FIELDS = ("id", "external_id", "index", "kind", "provider")
 DEFAULT_TEMPLATE = "{id}"
+#: bytes handed to the hashing thread at a time, and how many such batches may wait for it
+HASH_BATCH = 1024 * 1024
+HASH_BACKLOG = 4
+#: every this many bytes written, the kernel is asked to start writing them to disk (see `Downloader._copy`)
+WRITEBACK_EVERY = 8 * 1024 * 1024
+#: the progress display is told about new bytes at most this often (seconds)
+PROGRESS_EVERY = 0.05
 
 
 class Progress(Protocol):
@@ -278,24 +289,19 @@ class Downloader:
                 else:
                     total = _length(response)
                 progress.start(part.name.removesuffix(".part") if part else "stdout", total, offset)
-                written = offset
-                checked = offset > 0
                 # Chunks as the network delivers them (up to 64 KiB): re-chunking would copy every byte, and
                 # hold back what already arrived when the connection breaks, so a resume would start earlier.
                 identity = response.headers.get("content-encoding", "identity") in ("", "identity")
                 chunks = response.iter_raw() if identity else response.iter_bytes()
-                for chunk in chunks:
-                    if not checked:
-                        if not looks_like_mp4(chunk[:8]):
-                            raise self._not_video(response, part)
-                        checked = True
-                    sink.write(chunk)
-                    digest.update(chunk)
-                    written += len(chunk)
-                    progress.advance(len(chunk))
-                sink.flush()
-                if resumable:
-                    os.fsync(sink.fileno())
+                hasher = _Hasher(digest)
+                try:
+                    written = self._copy(chunks, sink, offset, hasher, progress, response, part, writeback=resumable)
+                    sink.flush()
+                    if resumable:
+                        os.fsync(sink.fileno())
+                    digest_hex = hasher.hexdigest()
+                finally:
+                    hasher.abandon()  # on the way out of a failure; nothing left to do after hexdigest()
         except httpx.TransportError as exc:
             if not resumable:
                 raise ProviderUnavailable(f"the download broke: {exc}", code="download_failed") from None
@@ -308,7 +314,109 @@ class Downloader:
         if written == 0:
             raise _Retry("the server sent no bytes")
         progress.finish()
-        return written, digest.hexdigest()
+        return written, digest_hex
+
+    def _copy(self, chunks, sink: BinaryIO, offset: int, hasher: _Hasher, progress: Progress,
+              response: httpx.Response, part: Path | None, *, writeback: bool) -> int:
+        """Write each chunk as it arrives, hash it on the side, tell the progress display now and then.
+
+        Per chunk only the write happens here: hashing runs on another thread (hashlib releases the GIL),
+        the display is updated at most every PROGRESS_EVERY seconds, and the kernel is asked to start
+        writing the file out every WRITEBACK_EVERY bytes, so that the final fsync has little left to do.
+        """
+        written = offset
+        checked = offset > 0
+        shown = 0
+        next_show = 0.0
+        flushed = offset
+        fd = _regular_fd(sink) if writeback and _fadvise is not None else None
+        write = sink.write
+        clock = time.monotonic
+        for chunk in chunks:
+            if not checked:
+                if not looks_like_mp4(chunk[:8]):
+                    raise self._not_video(response, part)
+                checked = True
+            write(chunk)
+            hasher.update(chunk)
+            written += len(chunk)
+            now = clock()
+            if now >= next_show:
+                progress.advance(written - offset - shown)
+                shown = written - offset
+                next_show = now + PROGRESS_EVERY
+            if fd is not None and written - flushed >= WRITEBACK_EVERY:
+                sink.flush()
+                try:
+                    _fadvise(fd, flushed, written - flushed, os.POSIX_FADV_DONTNEED)
+                except OSError:
+                    fd = None
+                flushed = written
+        if written - offset > shown:
+            progress.advance(written - offset - shown)
+        return written
+
+
+class _Hasher:
+    """sha256 beside the download: chunks are handed over in batches of HASH_BATCH bytes to a thread of its
+    own (hashlib releases the GIL on large buffers, so hashing overlaps receiving and writing). At most
+    HASH_BACKLOG batches wait, so memory stays bounded when hashing is slower than the network. A download
+    smaller than one batch is hashed inline, with no thread."""
+
+    def __init__(self, digest) -> None:
+        self.digest = digest
+        self._batch: list[bytes] = []
+        self._size = 0
+        self._queue: queue.Queue[list[bytes] | None] | None = None
+        self._thread: threading.Thread | None = None
+
+    def update(self, chunk: bytes) -> None:
+        self._batch.append(chunk)
+        self._size += len(chunk)
+        if self._size >= HASH_BATCH:
+            if self._queue is None:
+                self._queue = queue.Queue(HASH_BACKLOG)
+                self._thread = threading.Thread(target=self._run, args=(self._queue,), daemon=True,
+                                                name="kling-sha256")
+                self._thread.start()
+            self._queue.put(self._batch)
+            self._batch, self._size = [], 0
+
+    def _run(self, batches: queue.Queue[list[bytes] | None]) -> None:
+        update = self.digest.update
+        while (batch := batches.get()) is not None:
+            for chunk in batch:
+                update(chunk)
+
+    def hexdigest(self) -> str:
+        if self._queue is not None:
+            self._queue.put(None)
+            assert self._thread is not None
+            self._thread.join()
+            self._queue = None
+        for chunk in self._batch:
+            self.digest.update(chunk)
+        self._batch, self._size = [], 0
+        return self.digest.hexdigest()
+
+    def abandon(self) -> None:
+        """Stop the thread after what it holds; the digest is not used any more."""
+        self._batch, self._size = [], 0
+        if self._queue is not None:
+            self._queue.put(None)
+            self._queue = None
+
+
+#: tells the kernel to start writing a range of the file out (Linux; absent elsewhere)
+_fadvise = getattr(os, "posix_fadvise", None)
+
+
+def _regular_fd(sink: BinaryIO) -> int | None:
+    try:
+        fd = sink.fileno()
+        return fd if stat.S_ISREG(os.fstat(fd).st_mode) else None
+    except (AttributeError, OSError, ValueError):
+        return None
 
     @staticmethod
     def _restart(part: Path | None, reason: str) -> _Retry:

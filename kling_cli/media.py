@@ -161,7 +161,7 @@ def _open_checked(path_text: str, what: str) -> Path:
     return path
 
 
-def check_image(path_text: str) -> tuple[ImageInfo, str]:
+def check_image(path_text: str, *, with_base64: bool = True) -> tuple[ImageInfo, str | None]:
     """Validate a local image and return it with its raw base64 (no `data:` prefix, as Kling requires)."""
     path = _open_checked(path_text, "image")
     try:
@@ -184,7 +184,7 @@ def check_image(path_text: str) -> tuple[ImageInfo, str]:
             f"image {path} is {info.width}x{info.height} px (aspect {ratio:.2f}); "
             "the aspect ratio must be between 1:2.5 and 2.5:1"
         )
-    return info, base64.b64encode(path.read_bytes()).decode("ascii")
+    return info, base64.b64encode(path.read_bytes()).decode("ascii") if with_base64 else None
 
 
 def check_video(path_text: str, orientation: str) -> VideoInfo:

@@ -5,9 +5,12 @@ Commands call this; it calls one dialect (pure translation) through one transpor
 
 from __future__ import annotations
 
+import hashlib
+import json
 import secrets
+import threading
 import time
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from kling_cli.config import Resolved, data_dir
 from kling_cli.errors import (
@@ -24,6 +27,9 @@ from kling_cli.providers import get_dialect
 from kling_cli.render import Output
 from kling_cli.taskrefs import TaskRef
 
+if TYPE_CHECKING:
+    from kling_cli.journal import Journal
+
 
 DEFAULT_CONCURRENCY = 16
 
@@ -32,11 +38,41 @@ def new_external_id() -> str:
     return "kc-" + secrets.token_hex(12)
 
 
+def journal_request(body: dict[str, Any]) -> dict[str, Any]:
+    """The request as the journal keeps it: inline media replaced by its size and digest."""
+    kept = {}
+    for key, value in body.items():
+        if key == "external_task_id":
+            continue
+        if isinstance(value, str) and len(value) > 4096:  # inline base64 media; prompts stop at 2500
+            digest = hashlib.sha256(value.encode()).hexdigest()
+            value = f"<inline data, {len(value)} chars, sha256 {digest}>"
+        kept[key] = value
+    return kept
+
+
+def request_hash(kind: str, record: dict[str, Any]) -> str:
+    canonical = json.dumps({"kind": kind, "request": record}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
 def _needs_url(dialect: str, what: str, path: str, flag: str) -> PreflightError:
     return PreflightError(
         f"the {dialect} dialect takes the {what} as a URL only, and {path} is a local file",
         hint=f"upload it somewhere the provider can fetch it and pass {flag} https://...",
     )
+
+
+def _cached(cache: dict, key: tuple, check: Callable[[], Any]) -> Any:
+    """Run a media check once per key; a failure is remembered and raised again."""
+    if key not in cache:
+        try:
+            cache[key] = check()
+        except KlingError as exc:
+            cache[key] = exc
+    if isinstance(cache[key], KlingError):
+        raise cache[key]
+    return cache[key]
 
 
 class Service:
@@ -47,15 +83,18 @@ class Service:
         *,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
+        journal: Journal | None = None,
     ) -> None:
         self.resolved = resolved
         self.out = out
         self.sleep = sleep
         self.clock = clock
         self.dialect = get_dialect(resolved.dialect, resolved.options)
+        self.journal = journal
         #: parallel requests for multi-task commands; set before the first request
         self.concurrency = DEFAULT_CONCURRENCY
         self._pool = None
+        self._lazy_lock = threading.RLock()
         self._transport = None
         self._sandbox = None
         self._downloader = None
@@ -75,21 +114,26 @@ class Service:
 
     @property
     def transport(self):
-        if self._transport is None:
-            from kling_cli.transport import Transport
-
-            self._transport = Transport(
-                base_url=self.base_url,
-                dialect=self.dialect,
-                credentials=self.resolved.credentials,
-                timeout=self.resolved.timeout,
-                retries=self.resolved.retries,
-                log=lambda level, msg: self.out.debug(msg, level),
-                sleep=self.sleep,
-                clock=self.clock,
-                max_connections=max(20, self.concurrency),
-            )
+        # Worker threads of get_many and of downloads may all reach here first: build it once.
+        with self._lazy_lock:
+            if self._transport is None:
+                self._transport = self._new_transport()
         return self._transport
+
+    def _new_transport(self):
+        from kling_cli.transport import Transport
+
+        return Transport(
+            base_url=self.base_url,
+            dialect=self.dialect,
+            credentials=self.resolved.credentials,
+            timeout=self.resolved.timeout,
+            retries=self.resolved.retries,
+            log=lambda level, msg: self.out.debug(msg, level),
+            sleep=self.sleep,
+            clock=self.clock,
+            max_connections=max(20, self.concurrency),
+        )
 
     @property
     def pool(self):
@@ -100,6 +144,8 @@ class Service:
         return self._pool
 
     def close(self) -> None:
+        if self.journal is not None:
+            self.journal.close()
         if self._pool is not None:
             self._pool.close()
         if self._transport is not None:
@@ -116,8 +162,11 @@ class Service:
         return task
 
     # -- preflight ------------------------------------------------------------------------------
-    def preflight(self, kind: str, req: T2VRequest | MotionRequest) -> None:
-        """Everything that can be checked locally, checked before a request that costs money."""
+    def preflight(self, kind: str, req: T2VRequest | MotionRequest, *, media_cache: dict | None = None) -> None:
+        """Everything that can be checked locally, checked before a request that costs money.
+
+        With `media_cache` (a batch validating many rows) each file is checked once and not loaded.
+        """
         from kling_cli.media import check_image, check_prompt, check_video
 
         if kind not in self.dialect.kinds:
@@ -128,6 +177,12 @@ class Service:
             check_prompt(req.negative_prompt, limit, "negative prompt")
             if not req.prompt.strip():
                 raise UsageError("the prompt is empty", hint="describe the video to generate")
+            model = req.model or ""
+            # Kling's own model names: 5 or 10 s, 3-15 s on kling-v3 (other gateways name models their way)
+            if req.duration is not None and (not model or model.startswith("kling-")) \
+                    and not model.startswith("kling-v3") and req.duration not in (5, 10):
+                raise PreflightError(f"duration {req.duration} s is not offered by {model or 'the default model'}: "
+                                     "use 5 or 10", hint="3-15 s needs --model kling-v3")
             return
         if self.dialect.prompt_required and not (req.prompt or "").strip():
             raise PreflightError(
@@ -136,20 +191,59 @@ class Service:
                 hint='add --prompt "..." describing the scene',
             )
         if not req.image.is_url:
-            _info, req.image_base64 = check_image(req.image.value)
+            if media_cache is None:
+                _info, req.image_base64 = check_image(req.image.value)
+            else:
+                _cached(media_cache, ("image", req.image.value), lambda: check_image(req.image.value,
+                                                                                      with_base64=False))
             if not self.dialect.image_base64:
                 raise _needs_url(self.dialect.name, "subject image", req.image.value, "--image")
         if not req.video.is_url:
-            check_video(req.video.value, req.orientation)
+            key = ("video", req.video.value, req.orientation)
+            _cached(media_cache if media_cache is not None else {}, key,
+                    lambda: check_video(req.video.value, req.orientation))
             if not self.dialect.video_base64:
                 raise _needs_url(self.dialect.name, "motion reference video", req.video.value, "--video")
 
     # -- operations -----------------------------------------------------------------------------
-    def submit(self, kind: str, req: T2VRequest | MotionRequest) -> Task:
-        """Create one task. A lost answer is reconciled by external id before anything is sent again."""
-        if req.external_id is None and self.dialect.lookup_by_external_id:
+    def submit(self, kind: str, req: T2VRequest | MotionRequest, *, identity: str | None = None,
+               batch: str | None = None, row: int | None = None) -> Task:
+        """Create one task, its intent journaled first. A lost answer is reconciled by external id where the
+        provider can look one up, and never sent again blind."""
+        if req.external_id is None:
             req.external_id = new_external_id()
         wire = self.dialect.build_submit(kind, req)
+        entry = None
+        if self.journal is not None:
+            record = journal_request(wire.json)
+            entry = self.journal.record_intent(
+                external_id=req.external_id, request_hash=identity or request_hash(kind, record),
+                profile=self.resolved.profile, provider=self.resolved.provider, dialect=self.resolved.dialect,
+                kind=kind, request=record, batch=batch, row=row)
+        try:
+            task = self._send_submit(kind, req, wire)
+        except SubmitUncertain as exc:
+            self._note(entry, "uncertain", exc.message)
+            raise
+        except KlingError as exc:  # refused, or never sent: nothing was created
+            self._note(entry, "refused", exc.message)
+            raise
+        if entry is not None:
+            self._remember(lambda: self.journal.record_submitted(entry, task))
+        return task
+
+    def _note(self, entry: int | None, state: str, message: str) -> None:
+        if entry is not None:
+            self._remember(lambda: self.journal.record_state(entry, state, message))
+
+    def _remember(self, write: Callable[[], None]) -> None:
+        """Journal writes after a request are best-effort: the answer is already printed."""
+        try:
+            write()
+        except Exception as exc:  # sqlite3.Error, OSError: never fail a command that already got its answer
+            self.out.warn(f"journal: could not record ({exc}); a rerun will check the provider instead")
+
+    def _send_submit(self, kind: str, req: T2VRequest | MotionRequest, wire) -> Task:
         resent = False
         for attempt in range(self.resolved.retries + 1):
             try:
@@ -190,8 +284,24 @@ class Service:
             return None
         return self.stamp(self.dialect.parse_task(kind, reply.payload))
 
-    def get(self, task_id: str, kind: str | None = None, *, deadline: float | None = None) -> Task:
-        """One query. Without a kind, try each kind in turn: the kind is part of the URL."""
+    def get(self, task_id: str, kind: str | None = None, *, deadline: float | None = None,
+            journaled: bool = True) -> Task:
+        """One query. Without a kind, the journal knows it for tasks this machine submitted; else each kind is
+        tried in turn (the kind is part of the URL)."""
+        if kind is None and journaled and self.journal is not None:
+            try:
+                entry = self.journal.find_task(task_id)
+            except Exception:
+                entry = None
+            if entry is not None:
+                kind = entry.kind
+                self.out.debug(f"task {task_id} is a {kind} task (from the journal)")
+        task = self._query(task_id, kind, deadline)
+        if journaled and self.journal is not None:
+            self._remember(lambda: self.journal.record_task(task))
+        return task
+
+    def _query(self, task_id: str, kind: str | None, deadline: float | None) -> Task:
         kinds = [kind] if kind else [k for k in KINDS if k in self.dialect.kinds]
         for candidate in kinds:
             try:
@@ -223,11 +333,21 @@ class Service:
                 return {refs[0].id: self.get(refs[0].id, refs[0].kind, deadline=deadline)}
             except KlingError as exc:
                 return {refs[0].id: exc}
+        unknown = [ref.id for ref in refs if ref.kind is None]
+        if unknown and self.journal is not None:
+            try:
+                kinds = self.journal.kinds(unknown)
+            except Exception:  # reading the journal is best-effort
+                kinds = {}
+            for ref in refs:
+                ref.kind = ref.kind or kinds.get(ref.id)
         if size and len(refs) > 1:
             chunks = [refs[i:i + size] for i in range(0, len(refs), size)]
             futures = {self.pool.submit(self._get_batch, chunk, deadline): chunk for chunk in chunks}
         else:
-            futures = {self.pool.submit(self.get, ref.id, ref.kind, deadline=deadline): [ref] for ref in refs}
+            # the journal is read and written once for all of them, around the fan-out
+            futures = {self.pool.submit(self.get, ref.id, ref.kind, deadline=deadline, journaled=False): [ref]
+                       for ref in refs}
         wait(futures)
         for future, chunk in futures.items():
             error = future.exception()
@@ -238,6 +358,9 @@ class Service:
                 results.update({ref.id: error for ref in chunk})
             else:
                 raise error
+        if self.journal is not None:
+            found = [r for r in results.values() if isinstance(r, Task)]
+            self._remember(lambda: self.journal.record_tasks(found))
         return results
 
     def _get_batch(self, refs: list[TaskRef], deadline: float | None) -> dict[str, Task | KlingError]:
@@ -253,10 +376,15 @@ class Service:
                 found[ref.id] = NotFound(f"no task {ref.id} on profile {self.resolved.profile!r}")
         return found
 
+    def remember_files(self, task_id: str, paths: list[str]) -> None:
+        if self.journal is not None and paths:
+            self._remember(lambda: self.journal.record_files(task_id, paths))
+
     @property
     def downloader(self):
-        if self._downloader is None:
-            from kling_cli.downloads import Downloader
+        with self._lazy_lock:
+            if self._downloader is None:
+                from kling_cli.downloads import Downloader
 
-            self._downloader = Downloader(self.out, sleep=self.sleep, max_connections=self.concurrency)
+                self._downloader = Downloader(self.out, sleep=self.sleep, max_connections=self.concurrency)
         return self._downloader

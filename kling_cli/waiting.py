@@ -129,35 +129,52 @@ class Waiter:
         self.on_error = on_error
         self.outcome = WaitOutcome()
         self.tracked: dict[str, _Tracked] = {}
+        self.deadline = float("inf")
 
     @property
     def pending(self) -> list[str]:
         return list(self.tracked)
 
-    def run(self) -> WaitOutcome:
-        start = self.clock()
-        deadline = start + self.timeout
+    def start(self) -> None:
+        self.deadline = self.clock() + self.timeout
         for ref in self.refs:
-            if ref.task is not None and ref.task.terminal:
-                self._finish(ref.task)  # a finished task in the input does not change: no query needed
-            else:
-                self.tracked[ref.id] = _Tracked(ref, start)
-        while self.tracked and not self.outcome.stopped_early:
-            now = self.clock()
-            if now >= deadline:
-                self.outcome.timed_out = True
+            self.add(ref)
+
+    def add(self, ref: TaskRef) -> None:
+        """Follow one more task (a batch adds each as it is submitted)."""
+        if ref.task is not None and ref.task.terminal:
+            self._finish(ref.task)  # a finished task in the input does not change: no query needed
+        else:
+            self.tracked[ref.id] = _Tracked(ref, self.clock())
+
+    def step(self) -> float | None:
+        """Query the tasks that are due; return the seconds until the next one is, or None if none is left."""
+        if not self.tracked or self.outcome.stopped_early:
+            return None
+        now = self.clock()
+        if now >= self.deadline:
+            self.outcome.timed_out = True
+            return None
+        wake = min(t.due for t in self.tracked.values())
+        if wake > now:
+            return wake - now
+        due = [t for t in self.tracked.values() if t.due <= now + COALESCE]
+        self.outcome.queries += len(due)
+        results = self.get_many([t.ref for t in due], self.deadline)
+        for tracked in due:
+            self._record(tracked, results.get(tracked.ref.id), self.deadline)
+            if self.outcome.stopped_early:
                 break
-            wake = min(t.due for t in self.tracked.values())
-            if wake > now:
-                self.sleep(min(wake, deadline) - now)
-                continue
-            due = [t for t in self.tracked.values() if t.due <= now + COALESCE]
-            self.outcome.queries += len(due)
-            results = self.get_many([t.ref for t in due], deadline)
-            for tracked in due:
-                self._record(tracked, results.get(tracked.ref.id), deadline)
-                if self.outcome.stopped_early:
-                    break
+        return 0.0
+
+    def run(self) -> WaitOutcome:
+        self.start()
+        while True:
+            wait = self.step()
+            if wait is None:
+                break
+            if wait > 0:
+                self.sleep(min(wait, max(self.deadline - self.clock(), 0.0)))
         self.outcome.pending = list(self.tracked)
         return self.outcome
 

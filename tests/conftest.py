@@ -76,7 +76,8 @@ def kling():
 
 @pytest.fixture
 def sandbox(tmp_path: Path):
-    server = Sandbox(tmp_path / "sandbox-state", task_seconds=TASK_SECONDS).start()
+    # Retry-After keeps rate-limit storms fast; the backoff without it has its own tests (test_transport).
+    server = Sandbox(tmp_path / "sandbox-state", task_seconds=TASK_SECONDS, retry_after=0.05).start()
     yield server
     server.close()
 

@@ -56,7 +56,10 @@ def test_status_finds_the_kind_by_itself_and_says_so(kling, kling_profile):
     result = kling("status", task_id, "-v")
     assert result.exit_code == 0, result
     assert re.search(r"^kind:\s+motion$", result.stdout, re.M)
-    assert "found by trying the kinds in turn" in result.stderr
+    assert "is a motion task (from the journal)" in result.stderr
+    unjournaled = kling("status", task_id, "-v", "--no-journal")
+    assert re.search(r"^kind:\s+motion$", unjournaled.stdout, re.M)
+    assert "found by trying the kinds in turn" in unjournaled.stderr
 
 
 def test_status_of_an_unknown_task_exits_5(kling, kling_profile):
@@ -272,8 +275,9 @@ def test_profile_defaults_fill_unset_options(kling, kling_profile):
                       'duration = 7\n')
     motion = kling("submit", "motion", "--image", "https://x/a.png", "--video", "https://x/d.mp4")
     assert motion.exit_code == 0, motion
-    t2v = kling("submit", "t2v", "fox")  # duration 7 from the profile: the provider refuses it
-    assert t2v.exit_code == 5 and "duration 7 is not supported" in t2v.stderr
+    t2v = kling("submit", "t2v", "fox")  # duration 7 from the profile: refused before anything is sent
+    assert t2v.exit_code == 2 and "duration 7 s is not offered" in t2v.stderr
+    assert kling("submit", "t2v", "fox", "--model", "kling-v3").exit_code == 0
 
 
 def test_usage_errors_exit_2_in_one_line_or_json(kling):

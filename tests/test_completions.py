@@ -202,7 +202,7 @@ def test_zsh_structure(generated: dict[str, str]) -> None:
     assert ":MODE:(std pro)'" in body
     assert r":ASPECT_RATIO:(16\:9 9\:16 1\:1)'" in body
     assert ":DIR:_files -/'" in body  # --download DIR
-    assert "'1:PROMPT: '" in body  # free text: a message, no completion
+    assert "'1::PROMPT: '" in body  # free text: a message, no completion
 
 
 def test_fish_structure(generated: dict[str, str]) -> None:

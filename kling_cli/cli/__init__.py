@@ -13,13 +13,14 @@ from typing import Annotated, Optional, Sequence
 import typer
 
 from kling_cli import __version__
-from kling_cli.cli import callback, profile, sandbox, submit, tasks  # noqa: F401 - registers the commands
+from kling_cli.cli import callback, history, profile, sandbox, submit, tasks  # noqa: F401 - registers the commands
 from kling_cli.cli._app import app
 from kling_cli.cli._common import (
     DialectOpt,
     JsonOpt,
     NoColorOpt,
     NoInputOpt,
+    NoJournalOpt,
     Options,
     ProfileOpt,
     QuietOpt,
@@ -50,9 +51,10 @@ def root(
     no_input: NoInputOpt = False,
     raw: RawOpt = False,
     dialect: DialectOpt = None,
+    no_journal: NoJournalOpt = False,
 ) -> None:
     ctx.obj = Options(profile=profile, json=json, quiet=quiet, verbose=verbose, no_color=no_color,
-                      no_input=no_input, raw=raw, dialect=dialect)
+                      no_input=no_input, raw=raw, dialect=dialect, no_journal=no_journal)
 
 
 def _usage_error(exc: Exception, args: Sequence[str]) -> int:

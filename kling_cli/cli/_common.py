@@ -27,6 +27,7 @@ class Options:
     no_input: bool = False
     raw: bool = False
     dialect: Optional[str] = None
+    no_journal: bool = False
 
     def merged(self, later: Options) -> Options:
         """Options given after the subcommand win over (or add to) those given before it."""
@@ -39,6 +40,7 @@ class Options:
             no_input=self.no_input or later.no_input,
             raw=self.raw or later.raw,
             dialect=later.dialect or self.dialect,
+            no_journal=self.no_journal or later.no_journal,
         )
 
 
@@ -54,6 +56,8 @@ VerboseOpt = Annotated[int, typer.Option("--verbose", "-v", count=True,
 NoColorOpt = Annotated[bool, typer.Option("--no-color", help="No colour (also NO_COLOR=1 or TERM=dumb).")]
 NoInputOpt = Annotated[bool, typer.Option("--no-input", help="Never prompt (always so when stdin is not a terminal).")]
 RawOpt = Annotated[bool, typer.Option("--raw", help="Include the provider's own payload as `raw` in --json output.")]
+NoJournalOpt = Annotated[bool, typer.Option("--no-journal", help="Do not record tasks in the local journal (also "
+                                            "KLING_NO_JOURNAL=1); a lost answer then cannot be reconciled.")]
 DialectOpt = Annotated[
     Optional[str],
     typer.Option("--dialect", help="With --profile sandbox: which provider dialect the sandbox speaks "
@@ -62,7 +66,7 @@ DialectOpt = Annotated[
 
 _COMMON = {"profile": ProfileOpt, "json": JsonOpt, "quiet": QuietOpt, "verbose": VerboseOpt,
            "no_color": NoColorOpt, "no_input": NoInputOpt}
-_TASK = {"raw": RawOpt, "dialect": DialectOpt}
+_TASK = {"raw": RawOpt, "dialect": DialectOpt, "no_journal": NoJournalOpt}
 _DEFAULTS = {f.name: f.default for f in fields(Options)}
 
 
@@ -96,11 +100,31 @@ class AppContext:
                 self.out.debug(line)
         return self._resolved
 
-    def service(self):
+    def journal(self, *, required: bool = False):
+        """The journal, or None when it is turned off. Opening it may fail: fatal before a submit (its intent
+        must be recorded first), a warning anywhere else."""
+        if self.opts.no_journal or os.environ.get(envvars.NO_JOURNAL, "") not in ("", "0"):
+            if required:
+                self.out.warn("journal off: a lost answer cannot be reconciled, and a rerun of a CSV batch cannot "
+                              "tell which rows were already paid for")
+            return None
+        from kling_cli.config import data_dir
+        from kling_cli.journal import FILENAME, Journal, JournalError
+
+        try:
+            return Journal(data_dir() / FILENAME)
+        except JournalError as exc:
+            if required:
+                raise JournalError(f"{exc.message}; nothing was sent", hint=exc.hint) from None
+            self.out.warn(f"journal: {exc.message}; going on without it")
+            return None
+
+    def service(self, *, journal_required: bool = False):
         if self._service is None:
             from kling_cli.service import Service
 
-            self._service = Service(self.resolved(), self.out)
+            resolved = self.resolved()
+            self._service = Service(resolved, self.out, journal=self.journal(required=journal_required))
         return self._service
 
     def close(self) -> None:
@@ -133,6 +157,11 @@ def run_guarded(ctx: AppContext, body: Callable[[], Any]) -> Any:
         raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
     except typer.Exit:
         raise
+    except BrokenPipeError:
+        # the reader of stdout went away (`| head`): stop quietly, like any Unix filter
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        raise typer.Exit(0) from None
     except Exception as exc:
         if os.environ.get(envvars.DEBUG):
             raise

@@ -15,6 +15,7 @@ from pathlib import Path
 from kling_cli.cli._common import AppContext
 from kling_cli.downloads import Downloader
 from kling_cli.errors import ExitCode, KlingError, TaskFailed, UsageError, WaitTimeout
+from kling_cli.manifest import Manifest
 from kling_cli.models import Task, TaskStatus
 from kling_cli.progress import View, summary_line
 from kling_cli.taskrefs import TaskRef
@@ -51,7 +52,8 @@ def _report_failure(ctx: AppContext, task: Task, tally: _Tally) -> None:
     tally.errors.append(error)
 
 
-def start_download(ctx: AppContext, task: Task, plan: DownloadPlan, view: View, tally: _Tally) -> None:
+def start_download(ctx: AppContext, task: Task, plan: DownloadPlan, view: View, tally: _Tally,
+                   manifest: Manifest | None = None) -> None:
     """Download every video of a succeeded task on the worker pool; print its files when they are in."""
     service = ctx.service()
     downloader = service.downloader
@@ -68,6 +70,9 @@ def start_download(ctx: AppContext, task: Task, plan: DownloadPlan, view: View, 
             done = downloader.fetch_video(task, index, plan.out_dir, template=plan.template, force=plan.force,
                                           refresh=refresh, progress=view.file_bar())
             paths.append(str(done.path))
+            service.remember_files(task.id, [str(done.path)])
+            if manifest is not None:
+                manifest.update_task(task, file=str(done.path), sha256=done.sha256)
             if done.skipped:
                 tally.skipped += 1
                 ctx.out.info(f"{done.path} is already complete, skipped (use --force to download again)")
@@ -100,6 +105,7 @@ def wait_many(
     interval: float | None,
     download: DownloadPlan | None = None,
     fail_fast: bool = False,
+    manifest: Manifest | None = None,
 ) -> int:
     service = ctx.service()
     out = ctx.out
@@ -107,8 +113,13 @@ def wait_many(
     tally = _Tally()
     view = View(out, [ref.id for ref in refs])
 
-    def on_done(task: Task) -> None:
+    def on_update(task: Task) -> None:
         view.update(task)
+        if manifest is not None:
+            manifest.update_task(task)
+
+    def on_done(task: Task) -> None:
+        on_update(task)
         if task.id in ctx.running:
             ctx.running.remove(task.id)
         if task.status is TaskStatus.FAILED:
@@ -120,7 +131,7 @@ def wait_many(
                 out.error(exc)
                 tally.errors.append(exc)
                 return
-            start_download(ctx, task, download, view, tally)
+            start_download(ctx, task, download, view, tally, manifest)
         else:
             out.task(task)
 
@@ -139,7 +150,7 @@ def wait_many(
         clock=service.clock,
         sleep=service.sleep,
         fail_fast=fail_fast,
-        on_update=view.update,
+        on_update=on_update,
         on_done=on_done,
         on_error=on_error,
     )
@@ -162,7 +173,7 @@ def wait_many(
     return tally.exit_code()
 
 
-def download_many(ctx: AppContext, refs: list[TaskRef], plan: DownloadPlan) -> int:
+def download_many(ctx: AppContext, refs: list[TaskRef], plan: DownloadPlan, manifest: Manifest | None = None) -> int:
     """Look up what the input did not carry, then download every video of every succeeded task."""
     service = ctx.service()
     out = ctx.out
@@ -185,7 +196,7 @@ def download_many(ctx: AppContext, refs: list[TaskRef], plan: DownloadPlan) -> i
         raise UsageError("-o - writes exactly one video to stdout", hint="give one task with one video, or -o DIR")
     with View(out) as view:
         for task in ready:
-            start_download(ctx, task, plan, view, tally)
+            start_download(ctx, task, plan, view, tally, manifest)
         finish_downloads(ctx, tally)
     if len(refs) > 1 or tally.skipped:
         out.info(f"{tally.files} downloaded, {tally.skipped} already complete, {len(tally.errors)} failed")

@@ -21,6 +21,9 @@ def sandbox_serve(
     state_dir: Annotated[Optional[Path], typer.Option("--state-dir", help="Where tasks are kept (default: the data "
                                                       "dir's sandbox/, shared with --profile sandbox).",
                                                       show_default=False)] = None,
+    latency: Annotated[Optional[str], typer.Option("--latency", metavar="DURATION", help="Answer every API request "
+                                                   "this late, e.g. 100ms (a slow network or provider).",
+                                                   show_default=False)] = None,
 ) -> int:
     """Run the sandbox until Ctrl-C and print its base URL for each dialect.
 
@@ -30,14 +33,16 @@ def sandbox_serve(
     from kling_cli.presets import SANDBOX_ACCESS_KEY, SANDBOX_API_KEY, SANDBOX_SECRET_KEY
     from kling_cli.sandbox import task_seconds_setting
     from kling_cli.sandbox.core import Sandbox
+    from kling_cli.waiting import parse_duration
 
+    delay = parse_duration(latency) if latency is not None else 0.0
     settings = dict(load_config(warn=ctx.out.warn).sandbox)
     if task_seconds is not None:
         settings["task_seconds"] = task_seconds
     log = (lambda line: ctx.out.debug(line)) if ctx.opts.verbose else None
     try:
         sandbox = Sandbox(state_dir or data_dir() / "sandbox", task_seconds=task_seconds_setting(settings),
-                          host=host, port=port, log=log)
+                          host=host, port=port, log=log, latency=delay)
     except OSError as exc:
         from kling_cli.errors import UsageError
 
@@ -48,7 +53,8 @@ def sandbox_serve(
     else:
         for dialect, url in urls.items():
             ctx.out.data(f"{dialect}\t{url}")
-    ctx.out.info(f"sandbox: tasks take {sandbox.task_seconds:g}s; API key {SANDBOX_API_KEY}, "
+    slow = f", answers {delay * 1000:g} ms late" if delay else ""
+    ctx.out.info(f"sandbox: tasks take {sandbox.task_seconds:g}s{slow}; API key {SANDBOX_API_KEY}, "
                  f"access key {SANDBOX_ACCESS_KEY}, secret key {SANDBOX_SECRET_KEY}; Ctrl-C stops it")
     try:
         sandbox.serve_forever()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -79,18 +80,94 @@ def _camera(text: str | None) -> dict[str, Any] | None:
     return value
 
 
-def _submit(ctx: AppContext, kind: str, req: Any, *, wait: bool, timeout: str, interval: float | None,
-            download: Path | None) -> int:
+FromCsvOpt = Annotated[Optional[Path], typer.Option(
+    "--from-csv", metavar="FILE", help="Submit one task per row; columns are the option names (prompt, model, mode, "
+    "duration, image, video, orientation, external_id...) and the flags given here are defaults for every row. "
+    "Rerunning submits only the rows not already submitted.", show_default=False)]
+ExtraColumnsOpt = Annotated[bool, typer.Option("--extra-columns", help="With --from-csv: send unknown columns as "
+                                               "provider fields instead of refusing the file.")]
+SkipInvalidOpt = Annotated[bool, typer.Option("--skip-invalid", help="With --from-csv: send the valid rows even if "
+                                              "some are invalid (every bad row is still reported).")]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", "-n", help="With --from-csv: print each row's resolved request "
+                                         "and the count; send nothing.")]
+OutOpt = Annotated[Optional[list[Path]], typer.Option(
+    "--out", metavar="FILE", help="With --from-csv: write a results manifest (.csv or .ndjson; repeatable) as rows "
+    "progress.", show_default=False)]
+MaxInFlightOpt = Annotated[int, typer.Option("--max-in-flight", min=1, help="With --from-csv: tasks running on the "
+                                             "provider at most (Kling counts running tasks per account).")]
+RateOpt = Annotated[Optional[str], typer.Option("--rate", metavar="R/s", help="With --from-csv: submits per second "
+                                                "(or per minute: 30/m) at most.", show_default=False)]
+ShardOpt = Annotated[Optional[str], typer.Option("--shard", metavar="K/N", help="With --from-csv: only the rows in "
+                                                 "shard K of N (by row identity), for CI matrices.",
+                                                 show_default=False)]
+ResubmitOpt = Annotated[bool, typer.Option("--resubmit-uncertain", help="With --from-csv: send again rows whose "
+                                           "answer was lost and cannot be looked up (may pay twice).")]
+
+_PROFILE_DEFAULTS = {
+    "t2v": {"model": "model", "mode": "mode", "duration": "duration", "aspect_ratio": "aspect_ratio",
+            "negative_prompt": "negative_prompt", "cfg_scale": "cfg_scale", "callback_url": "callback_url"},
+    "motion": {"motion_model": "model", "mode": "mode", "orientation": "orientation", "keep_sound": "keep_sound",
+               "callback_url": "callback_url"},
+}
+
+
+def _defaults(ctx: AppContext, kind: str, flags: dict[str, Any]) -> dict[str, Any]:
+    """Flags given on the command line, over the profile's defaults."""
+    profile = ctx.resolved().defaults
+    merged = {field: profile[key] for key, field in _PROFILE_DEFAULTS[kind].items() if key in profile}
+    merged.update({k: v for k, v in flags.items() if v is not None and v != {}})
+    return merged
+
+
+@dataclass
+class _Follow:
+    wait: bool
+    timeout: str
+    interval: float | None
+    download: Path | None
+
+
+@dataclass
+class _Batch:
+    from_csv: Path | None
+    extra_columns: bool
+    skip_invalid: bool
+    dry_run: bool
+    out: list[Path] | None
+    max_in_flight: int
+    rate: str | None
+    shard: str | None
+    resubmit_uncertain: bool
+
+
+def _run(ctx: AppContext, kind: str, fields: dict[str, Any], batch: _Batch, follow: _Follow, build) -> int:
     from kling_cli.waiting import parse_duration
 
-    deadline = parse_duration(timeout)
-    service = ctx.service()
+    deadline = parse_duration(follow.timeout)
+    defaults = _defaults(ctx, kind, fields)
+    if batch.from_csv is not None:
+        from kling_cli.cli._batch import RunOptions, batch_options, run_batch
+        from kling_cli.cli._many import DownloadPlan
+
+        opts = batch_options(kind, batch.from_csv, defaults, extra_columns=batch.extra_columns,
+                             skip_invalid=batch.skip_invalid, max_in_flight=batch.max_in_flight, rate=batch.rate,
+                             shard=batch.shard, resubmit_uncertain=batch.resubmit_uncertain,
+                             wait=follow.wait or follow.download is not None)
+        plan = DownloadPlan(follow.download) if follow.download is not None else None
+        return run_batch(ctx, opts, RunOptions(batch.dry_run, batch.out or [], deadline, follow.interval, plan))
+    if batch.dry_run or batch.out or batch.shard or batch.rate or batch.extra_columns or batch.skip_invalid:
+        raise UsageError("--dry-run, --out, --shard, --rate, --extra-columns and --skip-invalid go with --from-csv")
+    return _submit(ctx, kind, build(defaults), follow, deadline)
+
+
+def _submit(ctx: AppContext, kind: str, req: Any, follow: _Follow, deadline: float) -> int:
+    service = ctx.service(journal_required=True)
     service.preflight(kind, req)
     task = service.submit(kind, req)
     ctx.running.append(task.id)
     resolved = ctx.resolved()
     ctx.out.info(f"submitted {kind} task {task.id} on profile {resolved.profile} ({resolved.dialect} dialect)")
-    if not (wait or download):
+    if not (follow.wait or follow.download):
         if ctx.out.json_mode:
             ctx.out.task(task)
         else:
@@ -100,14 +177,15 @@ def _submit(ctx: AppContext, kind: str, req: Any, *, wait: bool, timeout: str, i
     from kling_cli.cli._many import DownloadPlan, wait_many
     from kling_cli.taskrefs import TaskRef
 
-    plan = DownloadPlan(download) if download is not None else None
-    return wait_many(ctx, [TaskRef(task.id, kind)], timeout=deadline, interval=interval, download=plan)
+    plan = DownloadPlan(follow.download) if follow.download is not None else None
+    return wait_many(ctx, [TaskRef(task.id, kind)], timeout=deadline, interval=follow.interval, download=plan)
 
 
 @command(submit_app, "t2v", task_options=True)
 def submit_t2v(
     ctx: AppContext,
-    prompt: Annotated[str, typer.Argument(help="What the video shows (at most 2500 characters).", show_default=False)],
+    prompt: Annotated[Optional[str], typer.Argument(help="What the video shows (at most 2500 characters).",
+                                                    show_default=False)] = None,
     model: ModelOpt = None,
     mode: ModeOpt = None,
     duration: Annotated[Optional[int], typer.Option("--duration", min=3, max=15, help="Seconds: 5 or 10 "
@@ -127,37 +205,60 @@ def submit_t2v(
     timeout: TimeoutOpt = "1h",
     interval: IntervalOpt = None,
     download: DownloadOpt = None,
+    from_csv: FromCsvOpt = None,
+    extra_columns: ExtraColumnsOpt = False,
+    skip_invalid: SkipInvalidOpt = False,
+    dry_run: DryRunOpt = False,
+    out: OutOpt = None,
+    max_in_flight: MaxInFlightOpt = 5,
+    rate: RateOpt = None,
+    shard: ShardOpt = None,
+    resubmit_uncertain: ResubmitOpt = False,
 ) -> int:
-    """Submit a text-to-video task.
+    """Submit a text-to-video task, or one per row of a CSV file.
 
     Example: kling submit t2v "a red fox running through snow" --duration 5 --wait --download videos
     """
     from kling_cli.models import T2VRequest
 
-    defaults = ctx.resolved().defaults
-    req = T2VRequest(
-        prompt=prompt,
-        model=model or defaults.get("model"),
-        mode=mode.value if mode else defaults.get("mode"),
-        duration=duration if duration is not None else defaults.get("duration"),
-        aspect_ratio=aspect_ratio.value if aspect_ratio else defaults.get("aspect_ratio"),
-        negative_prompt=negative_prompt if negative_prompt is not None else defaults.get("negative_prompt"),
-        cfg_scale=cfg_scale if cfg_scale is not None else defaults.get("cfg_scale"),
-        camera_control=_camera(camera_control),
-        callback_url=callback_url or defaults.get("callback_url"),
-        external_id=external_id,
-        extra=parse_extra(extra),
-    )
-    return _submit(ctx, "t2v", req, wait=wait, timeout=timeout, interval=interval, download=download)
+    if (prompt is None) == (from_csv is None):
+        raise UsageError("give either a PROMPT or --from-csv FILE", hint='kling submit t2v "a red fox" or '
+                         "kling submit t2v --from-csv jobs.csv")
+    fields = {"model": model, "mode": mode.value if mode else None, "duration": duration,
+              "aspect_ratio": aspect_ratio.value if aspect_ratio else None, "negative_prompt": negative_prompt,
+              "cfg_scale": cfg_scale, "camera_control": _camera(camera_control), "callback_url": callback_url,
+              "extra": parse_extra(extra)}
+    if external_id and from_csv:
+        raise UsageError("--external-id names one task: with --from-csv use an external_id column")
+
+    def build(values: dict[str, Any]) -> T2VRequest:
+        return T2VRequest(prompt=prompt or "", model=values.get("model"), mode=values.get("mode"),
+                          duration=values.get("duration"), aspect_ratio=values.get("aspect_ratio"),
+                          negative_prompt=values.get("negative_prompt"), cfg_scale=values.get("cfg_scale"),
+                          camera_control=values.get("camera_control"), callback_url=values.get("callback_url"),
+                          external_id=external_id, extra=values.get("extra", {}))
+
+    batch = _Batch(from_csv, extra_columns, skip_invalid, dry_run, out, max_in_flight, rate, shard, resubmit_uncertain)
+    return _run(ctx, "t2v", fields, batch, _Follow(wait, timeout, interval, download), build)
+
+
+_MOTION_REQUIRED = {
+    "image": "the subject: a jpg/png file or an https:// URL",
+    "video": "the motion reference: an mp4/mov https:// URL",
+    "orientation": "image or video: image keeps the image's facing (clip <= 10 s), video follows the video",
+    "mode": "std or pro",
+}
 
 
 @command(submit_app, "motion", task_options=True)
 def submit_motion(
     ctx: AppContext,
-    image: Annotated[str, typer.Option("--image", metavar="PATH|URL", help="The subject: a jpg/png file or URL "
-                                       "(<= 10 MB, >= 300 px, aspect 1:2.5-2.5:1).", show_default=False)],
-    video: Annotated[str, typer.Option("--video", metavar="PATH|URL", help="The motion reference: an mp4/mov URL "
-                                       "(<= 100 MB, 3-30 s; 3-10 s with --orientation image).", show_default=False)],
+    image: Annotated[Optional[str], typer.Option("--image", metavar="PATH|URL", help="The subject: a jpg/png file or "
+                                                 "URL (<= 10 MB, >= 300 px, aspect 1:2.5-2.5:1).",
+                                                 show_default=False)] = None,
+    video: Annotated[Optional[str], typer.Option("--video", metavar="PATH|URL", help="The motion reference: an mp4/mov "
+                                                 "URL (<= 100 MB, 3-30 s; 3-10 s with --orientation image).",
+                                                 show_default=False)] = None,
     orientation: Annotated[Optional[Orientation], typer.Option("--orientation", help="Face the way the image "
                                                                "does, or the way the video does.",
                                                                show_default=False)] = None,
@@ -175,31 +276,38 @@ def submit_motion(
     timeout: TimeoutOpt = "1h",
     interval: IntervalOpt = None,
     download: DownloadOpt = None,
+    from_csv: FromCsvOpt = None,
+    extra_columns: ExtraColumnsOpt = False,
+    skip_invalid: SkipInvalidOpt = False,
+    dry_run: DryRunOpt = False,
+    out: OutOpt = None,
+    max_in_flight: MaxInFlightOpt = 5,
+    rate: RateOpt = None,
+    shard: ShardOpt = None,
+    resubmit_uncertain: ResubmitOpt = False,
 ) -> int:
-    """Submit a motion-control task: the subject of an image performs the motion of a reference video.
+    """Submit a motion-control task (the subject of an image performs the motion of a reference video), or one per
+    row of a CSV file.
 
     Example: kling submit motion --image me.png --video https://example.com/dance.mp4 --orientation video --mode std
     """
     from kling_cli.models import MediaRef, MotionRequest
 
-    defaults = ctx.resolved().defaults
-    chosen_orientation = orientation.value if orientation else defaults.get("orientation")
-    chosen_mode = mode.value if mode else defaults.get("mode")
-    if chosen_orientation not in ("image", "video"):
-        raise UsageError("--orientation is required (image or video)",
-                         hint="image: the character faces as in the image (clip <= 10 s); video: as in the video")
-    if chosen_mode not in ("std", "pro"):
-        raise UsageError("--mode is required (std or pro)")
-    req = MotionRequest(
-        image=MediaRef.parse(image),
-        video=MediaRef.parse(video),
-        orientation=chosen_orientation,
-        mode=chosen_mode,
-        prompt=prompt,
-        keep_sound=keep_sound if keep_sound is not None else defaults.get("keep_sound"),
-        model=model or defaults.get("motion_model"),
-        callback_url=callback_url or defaults.get("callback_url"),
-        external_id=external_id,
-        extra=parse_extra(extra),
-    )
-    return _submit(ctx, "motion", req, wait=wait, timeout=timeout, interval=interval, download=download)
+    if external_id and from_csv:
+        raise UsageError("--external-id names one task: with --from-csv use an external_id column")
+    fields = {"image": image, "video": video, "orientation": orientation.value if orientation else None,
+              "mode": mode.value if mode else None, "prompt": prompt, "keep_sound": keep_sound, "model": model,
+              "callback_url": callback_url, "extra": parse_extra(extra)}
+
+    def build(values: dict[str, Any]) -> MotionRequest:
+        for needed, hint in _MOTION_REQUIRED.items():
+            if values.get(needed) is None:
+                raise UsageError(f"--{needed} is required", hint=hint)
+        return MotionRequest(image=MediaRef.parse(values["image"]), video=MediaRef.parse(values["video"]),
+                             orientation=values["orientation"], mode=values["mode"], prompt=values.get("prompt"),
+                             keep_sound=values.get("keep_sound"), model=values.get("model"),
+                             callback_url=values.get("callback_url"), external_id=external_id,
+                             extra=values.get("extra", {}))
+
+    batch = _Batch(from_csv, extra_columns, skip_invalid, dry_run, out, max_in_flight, rate, shard, resubmit_uncertain)
+    return _run(ctx, "motion", fields, batch, _Follow(wait, timeout, interval, download), build)

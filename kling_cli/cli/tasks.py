@@ -47,6 +47,13 @@ def _refs(ctx: AppContext, ids: list[str] | None, from_file: Path | None, kind: 
     return refs
 
 
+def _manifest(from_file: Path | None):
+    """A batch manifest given with --from is updated with what the command learns."""
+    from kling_cli.manifest import Manifest, is_manifest
+
+    return Manifest([from_file]) if from_file is not None and is_manifest(from_file) else None
+
+
 @command(app, "status", task_options=True)
 def status(ctx: AppContext, task_id: TaskIdArg, kind: KindOpt = None) -> int:
     """Query a task once and print it (exit 0 even if the task failed: the query worked).
@@ -92,6 +99,12 @@ def batch_status(
         else:
             counts[result.status.value] = counts.get(result.status.value, 0) + 1
     print_status_table(ctx.out, refs, results)
+    manifest = _manifest(from_file)
+    if manifest is not None:
+        for result in results.values():
+            if not isinstance(result, KlingError):
+                manifest.update_task(result)
+        manifest.flush(force=True)
     ctx.out.info(summary_line(counts))
     if errors:
         return int(errors[0].exit_code)
@@ -129,7 +142,13 @@ def wait(
     refs = _refs(ctx, task_ids, from_file, kind)
     ctx.service().concurrency = concurrency
     plan = DownloadPlan(download, name) if download is not None else None
-    return wait_many(ctx, refs, timeout=seconds, interval=interval, download=plan, fail_fast=fail_fast)
+    manifest = _manifest(from_file)
+    try:
+        return wait_many(ctx, refs, timeout=seconds, interval=interval, download=plan, fail_fast=fail_fast,
+                         manifest=manifest)
+    finally:
+        if manifest is not None:
+            manifest.flush(force=True)
 
 
 @command(app, "download", task_options=True)
@@ -159,4 +178,9 @@ def download(
     refs = _refs(ctx, task_ids, from_file, kind)
     ctx.service().concurrency = concurrency
     plan = DownloadPlan(Path(output), name, force, to_stdout=output == "-")
-    return download_many(ctx, refs, plan)
+    manifest = _manifest(from_file)
+    try:
+        return download_many(ctx, refs, plan, manifest)
+    finally:
+        if manifest is not None:
+            manifest.flush(force=True)

@@ -48,9 +48,14 @@ class Sandbox:
         host: str = "127.0.0.1",
         port: int = 0,
         log: Callable[[str], None] | None = None,
+        latency: float = 0.0,
+        retry_after: float | None = None,
     ) -> None:
         self.store = Store(Path(state_dir) / "sandbox.db")
         self.task_seconds = task_seconds
+        #: seconds every dialect request waits before it is answered (not the files or admin routes); may be
+        #: changed while the sandbox runs
+        self.latency = max(0.0, latency)
         self.app = App()
         self.app.mount(_files_router(self))
         self.app.mount(_admin_router(self))
@@ -61,7 +66,7 @@ class Sandbox:
         #: dialect name -> its path prefix on this server
         self.dialects = {name: f"/{name}" for name in modules}
         for name, module in modules.items():
-            self.app.mount(module.router(self, self.dialects[name]))
+            self.app.mount(module.router(self, self.dialects[name]), delay=lambda: self.latency)
         #: dialect name -> builder of the body it POSTs to a task's callback URL
         self.callback_payloads: dict[str, Callable[[Sandbox, TaskRow], dict[str, Any]]] = {
             name: module.callback_payload for name, module in modules.items()
@@ -73,6 +78,17 @@ class Sandbox:
         self.storm_lock = threading.Lock()
         self.storm_left = 0
         self.storm_retry_after = 1.0
+        #: add `Retry-After: N` to 429 answers that carry none (providers document none: default off)
+        self.retry_after = retry_after
+        handle = self.app.handle
+
+        def with_retry_after(req: Request) -> Response:
+            response = handle(req)
+            if response.status == 429 and self.retry_after is not None and "Retry-After" not in response.headers:
+                response.headers["Retry-After"] = f"{self.retry_after:g}"
+            return response
+
+        self.app.handle = with_retry_after  # type: ignore[method-assign]
 
     # -- lifecycle ------------------------------------------------------------------------------
     @property
@@ -346,6 +362,15 @@ def _admin_router(sandbox: Sandbox) -> Router:
     def reset(_req: Request) -> Response:
         sandbox.store.reset()
         return json_response(200, {"ok": True})
+
+    @router.route("GET", "/tasks")
+    def tasks(_req: Request) -> Response:
+        """Every task, for tests that count what was created server-side."""
+        return json_response(200, {"tasks": [
+            {"id": row.id, "dialect": row.dialect, "kind": row.kind, "external_id": row.external_id,
+             "prompt": row.request.get("prompt") or (row.request.get("params") or {}).get("prompt"),
+             "created": row.created, "seconds": row.seconds, "outcome": row.outcome}
+            for row in sandbox.store.all()]})
 
     @router.route("POST", "/storm")
     def storm(req: Request) -> Response:

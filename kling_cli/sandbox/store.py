@@ -145,6 +145,11 @@ class Store:
         with self._lock:
             self._db.execute("UPDATE tasks SET meta = ? WHERE id = ?", (json.dumps(meta), task_id))
 
+    def all(self) -> list[TaskRow]:
+        with self._lock:
+            ids = [r[0] for r in self._db.execute("SELECT id FROM tasks ORDER BY created")]
+        return [row for row in (self._one("id = ?", (task_id,)) for task_id in ids) if row is not None]
+
     def with_callbacks(self) -> list[TaskRow]:
         with self._lock:
             ids = [r[0] for r in self._db.execute("SELECT id, dialect FROM tasks WHERE callback_url IS NOT NULL")]

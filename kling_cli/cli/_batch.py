@@ -1,0 +1,155 @@
+"""`kling submit t2v|motion --from-csv FILE`: validation, --dry-run, the scheduled run and its manifest."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kling_cli.batch import BatchOptions, BatchRun, Planned, Plan, plan_rows
+from kling_cli.cli._common import AppContext
+from kling_cli.cli._many import DownloadPlan, _Tally, finish_downloads, start_download
+from kling_cli.errors import ExitCode, UsageError, WaitTimeout
+from kling_cli.models import Task, TaskStatus
+from kling_cli.progress import View
+from kling_cli.waiting import PollPolicy, Waiter, format_duration
+
+
+@dataclass
+class RunOptions:
+    dry_run: bool
+    outs: list[Path]
+    timeout: float
+    interval: float | None
+    download: DownloadPlan | None
+
+
+def _report_problems(ctx: AppContext, opts: BatchOptions, plan: Plan) -> None:
+    for line, message in plan.problems:
+        ctx.out.warn(f"{opts.csv_path}:{line}: {message}")
+
+
+def dry_run(ctx: AppContext, opts: BatchOptions) -> int:
+    """Print the resolved request of every row (inline media shown as a placeholder), send nothing."""
+    service = ctx.service()
+
+    def show(row, req, identity: str, external_id: str) -> None:
+        req.external_id = external_id
+        if getattr(req, "image", None) is not None and not req.image.is_url:
+            req.image_base64 = f"<base64 of {req.image.value}>"
+        wire = service.dialect.build_submit(opts.kind, req)
+        ctx.out.json({"row": row.number, "line": row.line, "identity": identity, "external_id": external_id,
+                      "kind": opts.kind, "method": wire.method, "path": wire.path, "request": wire.json})
+
+    plan = plan_rows(service, opts, on_row=show, keep=False)
+    _report_problems(ctx, opts, plan)
+    shard = f", {plan.out_of_shard} in other shards" if plan.out_of_shard else ""
+    ctx.out.info(f"dry run: {plan.accepted} of {plan.total} rows would be submitted{shard}, "
+                 f"{len(plan.problems)} invalid; nothing was sent")
+    return int(ExitCode.USAGE) if plan.problems and not opts.skip_invalid else 0
+
+
+def run_batch(ctx: AppContext, opts: BatchOptions, run: RunOptions) -> int:
+    if run.dry_run:
+        return dry_run(ctx, opts)
+    service = ctx.service(journal_required=True)
+    out = ctx.out
+    plan = plan_rows(service, opts)
+    if plan.problems:
+        _report_problems(ctx, opts, plan)
+        if not opts.skip_invalid:
+            raise UsageError(f"{len(plan.problems)} of {plan.total} rows of {opts.csv_path} are invalid; nothing was sent",
+                             hint="fix them, or --skip-invalid to send the valid rows (see --dry-run)")
+        out.warn(f"skipping {len(plan.problems)} invalid rows (--skip-invalid)")
+    manifest = None
+    if run.outs:
+        from kling_cli.manifest import Manifest
+
+        manifest = Manifest(run.outs)
+        for line, message in plan.problems:
+            manifest.update(-line, line=line, status="invalid", error=message)
+    tally = _Tally()
+    view = View(out)
+    printed: set[int] = set()  # each row's line goes to stdout once, when it ends for this run
+
+    def print_row(item: Planned, state: str, detail: str, task: Task | None = None) -> None:
+        if item.row.number not in printed:
+            printed.add(item.row.number)
+            _print_row(ctx, item, state, detail, task)
+
+    def on_event(item: Planned, state: str, detail: str) -> None:
+        if state == "submitted" and item.task_id and item.task_id not in ctx.running:
+            ctx.running.append(item.task_id)
+        text = f"row {item.row.number} (line {item.row.line}): {state}" + (f": {detail}" if detail else "")
+        (out.warn if state in ("refused", "uncertain", "error") else out.info)(text)
+        # a row's result line on stdout: terminal rows are printed by on_done
+        if state in ("refused", "uncertain", "error") or (state == "submitted" and not opts.wait):
+            print_row(item, state, detail)
+
+    def on_done(item: Planned, task: Task) -> None:
+        if task.id in ctx.running:
+            ctx.running.remove(task.id)
+        if task.status is TaskStatus.SUCCEEDED and run.download is not None:
+            start_download(ctx, task, run.download, view, tally, manifest)
+        else:
+            print_row(item, task.status.value, "", task)
+
+    waiter = Waiter(lambda batch, deadline: service.get_many(batch, deadline=deadline), [], timeout=run.timeout,
+                    policy=PollPolicy.from_options(run.interval), clock=service.clock, sleep=service.sleep)
+    batch = BatchRun(service, opts, plan, waiter, manifest=manifest, on_event=on_event, on_done=on_done)
+    try:
+        with view:
+            result = batch.run()
+            finish_downloads(ctx, tally)
+    finally:
+        if manifest is not None:
+            manifest.flush(force=True)
+    out.info(f"{plan.total} rows: {result.submitted} submitted now, {result.skipped} already submitted, "
+             f"{result.succeeded} succeeded, {result.failed} failed, {result.refused} refused, "
+             f"{result.uncertain} uncertain, {len(plan.problems)} invalid"
+             + (f", {plan.out_of_shard} in other shards" if plan.out_of_shard else ""))
+    if result.timed_out:
+        ids = " ".join(result.pending)
+        out.error(WaitTimeout(f"the batch is not finished after {format_duration(run.timeout)}"
+                              + (f"; still running: {ids}" if ids else ""),
+                              hint="run the same command again: it picks up where this one stopped",
+                              extra={"task_ids": result.pending}))
+        return int(ExitCode.TIMEOUT)
+    if result.failed or result.refused:
+        return int(ExitCode.TASK_FAILED)
+    if result.uncertain:
+        return int(ExitCode.UNAVAILABLE)
+    if result.errors:
+        return int(result.errors[0].exit_code)
+    return tally.exit_code()
+
+
+def _print_row(ctx: AppContext, item: Planned, state: str, detail: str, task: Task | None = None) -> None:
+    out = ctx.out
+    if out.json_mode:
+        body: dict[str, Any] = task.to_json(raw=out.raw) if task else {"id": item.task_id, "status": state}
+        body.update({"row": item.row.number, "line": item.row.line, "identity": item.identity,
+                     "external_id": item.external_id})
+        if task is None and detail and state in ("refused", "uncertain"):
+            body["error"] = {"code": state, "message": detail}
+        out.json(body)
+        return
+    outcome = ""
+    if task is not None:
+        from kling_cli.render import outcome_text
+
+        outcome = outcome_text(task)
+    elif state in ("refused", "uncertain"):
+        outcome = detail
+    out.data("\t".join(p for p in (str(item.row.number), item.task_id or "-", state, outcome) if p is not None))
+
+
+def batch_options(kind: str, csv_path: Path, defaults: dict[str, Any], *, extra_columns: bool, skip_invalid: bool,
+                  max_in_flight: int, rate: str | None, shard: str | None, resubmit_uncertain: bool,
+                  wait: bool) -> BatchOptions:
+    from kling_cli.batch import parse_rate, parse_shard
+
+    return BatchOptions(csv_path=csv_path, kind=kind, defaults=defaults, extra_columns=extra_columns,
+                        skip_invalid=skip_invalid, max_in_flight=max_in_flight, rate=parse_rate(rate),
+                        shard=parse_shard(shard), resubmit_uncertain=resubmit_uncertain, wait=wait)
+
