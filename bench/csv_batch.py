@@ -10,7 +10,8 @@ Usage (time the virtualenv's interpreter, not a pyenv shim):
     .venv/bin/python bench/csv_batch.py                 # both parts
     .venv/bin/python bench/csv_batch.py --rows 10000 --run-rows 500 --json
 
-Every kling run is a subprocess whose CPU time and peak RSS come from the kernel (`os.wait4`).
+Every kling run is a subprocess: CPU time from the kernel (`os.wait4`), peak RSS from the process's own
+high-water mark (VmHWM), sampled by `_benchlib.run` (wait4's ru_maxrss would include this process's size).
 """
 
 from __future__ import annotations
@@ -19,13 +20,11 @@ import argparse
 import csv
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def write_csv(path: Path, rows: int) -> None:
@@ -38,16 +37,12 @@ def write_csv(path: Path, rows: int) -> None:
 
 
 def run(args: list[str], env: dict[str, str]) -> dict[str, float]:
-    started = time.perf_counter()
-    with open(os.devnull, "wb") as sink:
-        proc = subprocess.Popen(args, stdout=sink, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env)
-        _pid, status, usage = os.wait4(proc.pid, 0)
-        stderr = proc.stderr.read().decode() if proc.stderr else ""
-    wall = time.perf_counter() - started
-    code = os.waitstatus_to_exitcode(status)
-    if code not in (0,):
-        raise SystemExit(f"{' '.join(args[2:6])}... exited {code}: {stderr[-800:]}")
-    return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "rss_mb": usage.ru_maxrss / 1024}
+    from _benchlib import run as run_process
+
+    done = run_process(args, env, rss=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(args[2:6])}... exited {done.returncode}: {done.stderr.decode()[-800:]}")
+    return {"wall": done.wall, "cpu": done.cpu, "rss_mb": (done.vmhwm or 0) / 2**20}
 
 
 def main() -> None:

@@ -80,8 +80,8 @@ _kling_info() {
             _kling_opts=(--help -h)
             ;;
         'kling sandbox serve')
-            _kling_opts=(--host --port --task-seconds --state-dir --latency --profile -p --json --quiet -q --verbose -v --no-color --no-input --help -h)
-            _kling_vopts=' --host --port --task-seconds --state-dir --latency --profile -p '
+            _kling_opts=(--host --port --task-seconds --state-dir --latency --retry-after --profile -p --json --quiet -q --verbose -v --no-color --no-input --help -h)
+            _kling_vopts=' --host --port --task-seconds --state-dir --latency --retry-after --profile -p '
             ;;
         'kling status')
             _kling_opts=(--kind --profile -p --json --quiet -q --verbose -v --no-color --no-input --raw --dialect --no-journal --help -h)

@@ -276,7 +276,8 @@ def plan_rows(service, opts: BatchOptions, *, on_row: Callable[[Row, Any, str, s
     With `keep=False` the rows are not kept, so memory does not grow with the file (--dry-run)."""
     extra_names = check_columns(opts.csv_path, opts.kind, opts.extra_columns)
     plan = Plan()
-    seen: dict[str, int] = {}
+    #: occurrences of each identity so far, keyed by 64 bits of it (kept for every row: keep it small)
+    seen: dict[int, int] = {}
     digests: dict[str, str] = {}
     media: dict = {}
     for row in read_rows(opts.csv_path):
@@ -285,10 +286,10 @@ def plan_rows(service, opts: BatchOptions, *, on_row: Callable[[Row, Any, str, s
             req = row_request(opts.kind, row, opts.defaults, extra_names)
             service.preflight(opts.kind, req, media_cache=media)
             base = identity(opts.kind, req, 0, digests)
-            seen[base] = seen.get(base, 0) + 1
-            ident = base if seen[base] == 1 or base.startswith("ext:") else identity(opts.kind, req, seen[base] - 1,
-                                                                                    digests)
-            if base.startswith("ext:") and seen[base] > 1:
+            key = int(hashlib.sha256(base.encode()).hexdigest()[:16], 16)
+            seen[key] = count = seen.get(key, 0) + 1
+            ident = base if count == 1 or base.startswith("ext:") else identity(opts.kind, req, count - 1, digests)
+            if base.startswith("ext:") and count > 1:
                 raise RowProblem(f"external_id {req.external_id} is used by more than one row")
         except (RowProblem, KlingError, OSError) as exc:
             plan.problems.append((row.line, getattr(exc, "message", None) or str(exc)))
@@ -325,7 +326,7 @@ class BatchRun:
     """Submit the planned rows under the in-flight and rate limits, following tasks as they run."""
 
     def __init__(self, service, opts: BatchOptions, plan: Plan, waiter, *, manifest=None,
-                 on_event: Callable[[Planned, str, str], None] = lambda _p, _e, _d: None,
+                 on_event: Callable[[Planned, str, str, Task | None], None] = lambda _p, _e, _d, _t: None,
                  on_done: Callable[[Planned, Task], None] = lambda _p, _t: None) -> None:
         self.service = service
         self.opts = opts
@@ -355,7 +356,7 @@ class BatchRun:
             if not task:
                 values["status"] = state
             self.manifest.update(item.row.number, **values)
-        self.on_event(item, state, detail)
+        self.on_event(item, state, detail, task)
 
     def _finished(self, task: Task) -> None:
         item = self.by_task.get(task.id)
@@ -456,7 +457,7 @@ class BatchRun:
                 item.not_before = self.service.clock() + min(REQUEUE_DELAY * 2 ** (item.tries - 1), REQUEUE_MAX)
                 self.cap = max(1, len(self.waiter.tracked)) if self.waiter.tracked else None
                 self.queue.appendleft(item)
-                self.on_event(item, "requeued", exc.message)
+                self.on_event(item, "requeued", exc.message, None)
                 return
             if isinstance(exc, SubmitUncertain):
                 self.result.uncertain += 1

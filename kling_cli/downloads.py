@@ -29,7 +29,7 @@ import httpx
 
 from kling_cli.errors import NotFound, ProviderUnavailable, RequestRejected, TaskFailed, UsageError
 from kling_cli.models import Task, TaskStatus, now_iso
-from kling_cli.transport import USER_AGENT, backoff_delay
+from kling_cli.transport import USER_AGENT, backoff_delay, tls_context
 
 ATTEMPTS = 4
 #: box types an MP4/MOV file can start with
@@ -142,6 +142,7 @@ class Downloader:
         self.out = out
         self.sleep = sleep
         self.client = client or httpx.Client(
+            verify=tls_context(),
             timeout=httpx.Timeout(60.0, connect=10.0),
             follow_redirects=True,
             headers={"User-Agent": USER_AGENT},

@@ -50,8 +50,10 @@ class _FileBar:
 
 
 class View:
-    def __init__(self, out: Output, ids: list[str] | None = None) -> None:
+    def __init__(self, out: Output, ids: list[str] | None = None, *, total: int | None = None) -> None:
         self.out = out
+        #: what the overall bar counts to, when tasks join as they are submitted (a CSV batch)
+        self.total = total
         self.live_mode = out.live
         self.lock = threading.RLock()
         self.started = time.monotonic()
@@ -84,7 +86,7 @@ class View:
 
             self.bars = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                                  TransferSpeedColumn(), TimeRemainingColumn(), console=self.out.console())
-            parts = [self, self.bars] if self.tasks else [self.bars]
+            parts = [self, self.bars] if self.tasks or self.total else [self.bars]
             # Results printed on stdout while the display runs go through it (above the bars) only when stdout is
             # the terminal too: redirected to a file or a pipe, they must land there, not on stderr.
             self._live = Live(Group(*parts), console=self.out.console(), refresh_per_second=REFRESH_PER_SECOND,
@@ -113,14 +115,15 @@ class View:
         if changed and not self.live_mode:
             self.out.info(self._line(task))
 
-    def error(self, task_id: str, message: str, final: bool) -> None:
+    def error(self, task_id: str, message: str, final: bool, *, announce: bool = True) -> None:
         with self.lock:
             if final:
                 self._version += 1
+                self.tasks.setdefault(task_id, None)
                 self.errors[task_id] = message
                 self.changes.pop(task_id, None)
                 self.changes[task_id] = None
-        if final or not self.live_mode:
+        if announce and (final or not self.live_mode):
             self.out.warn(f"task {task_id}: {message}" + ("" if final else "; trying again"))
 
     def file_bar(self) -> _FileBar:
@@ -187,7 +190,7 @@ class View:
                        if task and task.progress is not None else Text("-" * 20, style="dim"))
                 table.add_row(task_id, Text(status, style=STATUS_STYLES.get(status, "")), bar,
                               self._elapsed(task_id, now))
-            total = len(self.tasks)
+            total = self.total or len(self.tasks)
             done = sum(1 for t in self.tasks.values() if t is not None and t.terminal) + len(self.errors)
         counts = self.counts()
         summary = " · ".join(f"{n} {name}" for name, n in counts.items())

@@ -64,8 +64,23 @@ def backoff_delay(attempt: int, *, rate_limited: bool = False, rng: random.Rando
     return base * (1 + 0.25 * (rng or random).random())
 
 
+_tls: object = None
+_tls_lock = threading.Lock()
+
+
+def tls_context():
+    """One verified TLS context per process, shared by the API and download clients: loading the CA bundle
+    costs ~20 ms each time."""
+    global _tls
+    with _tls_lock:
+        if _tls is None:
+            _tls = httpx.create_ssl_context()
+        return _tls
+
+
 def build_client(base_url: str | None = None, *, timeout: float = 30.0, max_connections: int = 20) -> httpx.Client:
     return httpx.Client(
+        verify=tls_context(),
         base_url=base_url or "",
         timeout=httpx.Timeout(timeout, connect=min(CONNECT_TIMEOUT, timeout)),
         headers={"User-Agent": USER_AGENT},

@@ -69,7 +69,7 @@ def run_batch(ctx: AppContext, opts: BatchOptions, run: RunOptions) -> int:
         for line, message in plan.problems:
             manifest.update(-line, line=line, status="invalid", error=message)
     tally = _Tally()
-    view = View(out)
+    view = View(out, total=len(plan.rows))
     printed: set[int] = set()  # each row's line goes to stdout once, when it ends for this run
 
     def print_row(item: Planned, state: str, detail: str, task: Task | None = None) -> None:
@@ -77,11 +77,17 @@ def run_batch(ctx: AppContext, opts: BatchOptions, run: RunOptions) -> int:
             printed.add(item.row.number)
             _print_row(ctx, item, state, detail, task)
 
-    def on_event(item: Planned, state: str, detail: str) -> None:
+    def on_event(item: Planned, state: str, detail: str, task: Task | None) -> None:
         if state == "submitted" and item.task_id and item.task_id not in ctx.running:
             ctx.running.append(item.task_id)
         text = f"row {item.row.number} (line {item.row.line}): {state}" + (f": {detail}" if detail else "")
-        (out.warn if state in ("refused", "uncertain", "error") else out.info)(text)
+        if state in ("refused", "uncertain", "error"):
+            out.warn(text)
+            view.error(item.task_id or f"row {item.row.number}", detail, True, announce=False)
+        elif not view.live_mode:  # on a terminal the live display shows it
+            out.info(text)
+        if task is not None:
+            view.update(task)
         # a row's result line on stdout: terminal rows are printed by on_done
         if state in ("refused", "uncertain", "error") or (state == "submitted" and not opts.wait):
             print_row(item, state, detail)
@@ -95,7 +101,8 @@ def run_batch(ctx: AppContext, opts: BatchOptions, run: RunOptions) -> int:
             print_row(item, task.status.value, "", task)
 
     waiter = Waiter(lambda batch, deadline: service.get_many(batch, deadline=deadline), [], timeout=run.timeout,
-                    policy=PollPolicy.from_options(run.interval), clock=service.clock, sleep=service.sleep)
+                    policy=PollPolicy.from_options(run.interval), clock=service.clock, sleep=service.sleep,
+                    on_update=view.update)
     batch = BatchRun(service, opts, plan, waiter, manifest=manifest, on_event=on_event, on_done=on_done)
     try:
         with view:

@@ -24,6 +24,10 @@ def sandbox_serve(
     latency: Annotated[Optional[str], typer.Option("--latency", metavar="DURATION", help="Answer every API request "
                                                    "this late, e.g. 100ms (a slow network or provider).",
                                                    show_default=False)] = None,
+    retry_after: Annotated[Optional[float], typer.Option("--retry-after", metavar="S", min=0.0, help="Send "
+                                                         "Retry-After: S with every 429 (the providers document "
+                                                         "none, so by default none is sent).",
+                                                         show_default=False)] = None,
 ) -> int:
     """Run the sandbox until Ctrl-C and print its base URL for each dialect.
 
@@ -42,7 +46,7 @@ def sandbox_serve(
     log = (lambda line: ctx.out.debug(line)) if ctx.opts.verbose else None
     try:
         sandbox = Sandbox(state_dir or data_dir() / "sandbox", task_seconds=task_seconds_setting(settings),
-                          host=host, port=port, log=log, latency=delay)
+                          host=host, port=port, log=log, latency=delay, retry_after=retry_after)
     except OSError as exc:
         from kling_cli.errors import UsageError
 
