@@ -10,6 +10,7 @@ dropped connection, 5xx) raises `SubmitUncertain`: the caller reconciles or repo
 from __future__ import annotations
 
 import random
+import ssl
 import threading
 import time
 from dataclasses import dataclass
@@ -64,17 +65,52 @@ def backoff_delay(attempt: int, *, rate_limited: bool = False, rng: random.Rando
     return base * (1 + 0.25 * (rng or random).random())
 
 
-_tls: object = None
+class _LazyTLS(ssl.SSLContext):
+    """A verified TLS context whose CA bundle is loaded on the first TLS connection, not at start-up.
+
+    Loading it costs ~20 ms, which every run paid twice (API and download clients) even when all its traffic
+    is plain http (the sandbox, CI). The real context is httpx's own (`create_ssl_context`: certifi, or
+    SSL_CERT_FILE/SSL_CERT_DIR); httpcore only sets ALPN on it and wraps sockets, which are forwarded.
+    """
+
+    def __new__(cls) -> _LazyTLS:
+        return super().__new__(cls, ssl.PROTOCOL_TLS_CLIENT)
+
+    def __init__(self) -> None:
+        self._real: ssl.SSLContext | None = None
+        self._alpn: list[str] | None = None
+        self._guard = threading.Lock()
+
+    def _loaded(self) -> ssl.SSLContext:
+        with self._guard:
+            if self._real is None:
+                self._real = httpx.create_ssl_context()
+                if self._alpn:
+                    self._real.set_alpn_protocols(self._alpn)
+            return self._real
+
+    def set_alpn_protocols(self, protocols) -> None:  # type: ignore[override]
+        self._alpn = list(protocols)
+        if self._real is not None:
+            self._real.set_alpn_protocols(self._alpn)
+
+    def wrap_socket(self, *args, **kwargs):  # type: ignore[override]
+        return self._loaded().wrap_socket(*args, **kwargs)
+
+    def wrap_bio(self, *args, **kwargs):  # type: ignore[override]
+        return self._loaded().wrap_bio(*args, **kwargs)
+
+
+_tls: _LazyTLS | None = None
 _tls_lock = threading.Lock()
 
 
-def tls_context():
-    """One verified TLS context per process, shared by the API and download clients: loading the CA bundle
-    costs ~20 ms each time."""
+def tls_context() -> ssl.SSLContext:
+    """One TLS context per process, shared by the API and download clients, loaded on first use."""
     global _tls
     with _tls_lock:
         if _tls is None:
-            _tls = httpx.create_ssl_context()
+            _tls = _LazyTLS()
         return _tls
 
 

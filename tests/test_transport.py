@@ -3,6 +3,7 @@ submit is never sent twice once it may have reached the server."""
 
 from __future__ import annotations
 
+import json
 import time
 from email.utils import formatdate
 
@@ -197,3 +198,51 @@ def test_user_agent_and_no_redirect_following(scripted):
     scripted.add(200, OK)
     transport(scripted.url).send(GET)
     assert scripted.requests[0]["headers"]["User-Agent"].startswith("kling-cli/")
+
+
+def _tls_server(tmp_path, body: bytes):
+    """A loopback HTTPS server with a throwaway self-signed certificate; returns (url, cert path, stop)."""
+    import shutil
+    import ssl
+    import subprocess
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return f"https://127.0.0.1:{httpd.server_address[1]}", cert, httpd
+
+
+def test_https_is_verified_with_the_lazily_loaded_context(tmp_path, monkeypatch):
+    import kling_cli.transport as transport_module
+
+    url, cert, httpd = _tls_server(tmp_path, json.dumps(OK).encode())
+    try:
+        monkeypatch.setattr(transport_module, "_tls", None)
+        with pytest.raises(ProviderUnavailable, match="CERTIFICATE_VERIFY_FAILED"):
+            transport(url, retries=0).send(GET)  # an unknown certificate is refused
+        monkeypatch.setattr(transport_module, "_tls", None)
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        assert transport(url).send(GET).payload["code"] == 0  # trusted through SSL_CERT_FILE, as httpx does
+    finally:
+        httpd.shutdown()
