@@ -50,8 +50,9 @@ ProfileOpt = Annotated[
                  "'sandbox' is built in and needs no key.", show_default=False),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object per line on stdout, errors included.")]
-QuietOpt = Annotated[int, typer.Option("--quiet", "-q", count=True, help="Less on stderr; -qq hides warnings too.")]
-VerboseOpt = Annotated[int, typer.Option("--verbose", "-v", count=True,
+QuietOpt = Annotated[int, typer.Option("--quiet", "-q", count=True, show_default=False,
+                                       help="Less on stderr; -qq hides warnings too.")]
+VerboseOpt = Annotated[int, typer.Option("--verbose", "-v", count=True, show_default=False,
                                          help="Explain where settings came from; -vv logs each HTTP request.")]
 NoColorOpt = Annotated[bool, typer.Option("--no-color", help="No colour (also NO_COLOR=1 or TERM=dumb).")]
 NoInputOpt = Annotated[bool, typer.Option("--no-input", help="Never prompt (always so when stdin is not a terminal).")]
