@@ -176,7 +176,7 @@ complete -c kling -n '__kling_at kling download' -l 'from' -r -F -d 'Read ids fr
 complete -c kling -n '__kling_at kling download' -l 'kind' -x -a 't2v motion' -d 'The tasks\' kind (part of the query URL); tried in turn when not given'
 complete -c kling -n '__kling_at kling download' -l 'output' -s 'o' -x -a '(__fish_complete_directories (commandline -ct))' -d 'Directory for the videos, or \'-\' to write a single video to stdout'
 complete -c kling -n '__kling_at kling download' -l 'name' -x -d 'File name: {id}, {external_id}, {index}, {kind}, {provider} (default {id}...'
-complete -c kling -n '__kling_at kling download' -l 'concurrency' -x -d 'Requests in parallel'
+complete -c kling -n '__kling_at kling download' -l 'concurrency' -x -d 'Downloads in parallel'
 complete -c kling -n '__kling_at kling download' -l 'force' -s 'f' -d 'Download again, replacing existing files'
 complete -c kling -n '__kling_at kling download' -l 'profile' -s 'p' -x -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
 complete -c kling -n '__kling_at kling download' -l 'json' -d 'Print one JSON object per line on stdout, errors included'

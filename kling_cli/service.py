@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 
 DEFAULT_CONCURRENCY = 16
+DEFAULT_DOWNLOADS = 4
 
 
 def new_external_id() -> str:
@@ -93,7 +94,10 @@ class Service:
         self.journal = journal
         #: parallel requests for multi-task commands; set before the first request
         self.concurrency = DEFAULT_CONCURRENCY
+        #: parallel downloads, on a pool of their own so that a long download never holds up a query
+        self.download_concurrency = DEFAULT_DOWNLOADS
         self._pool = None
+        self._download_pool = None
         self._lazy_lock = threading.RLock()
         self._transport = None
         self._sandbox = None
@@ -137,17 +141,28 @@ class Service:
 
     @property
     def pool(self):
-        if self._pool is None:
-            from kling_cli.pool import Pool
+        with self._lazy_lock:
+            if self._pool is None:
+                from kling_cli.pool import Pool
 
-            self._pool = Pool(self.concurrency)
+                self._pool = Pool(self.concurrency)
         return self._pool
+
+    @property
+    def download_pool(self):
+        with self._lazy_lock:
+            if self._download_pool is None:
+                from kling_cli.pool import Pool
+
+                self._download_pool = Pool(self.download_concurrency, name="kling-download")
+        return self._download_pool
 
     def close(self) -> None:
         if self.journal is not None:
             self.journal.close()
-        if self._pool is not None:
-            self._pool.close()
+        for pool in (self._pool, self._download_pool):
+            if pool is not None:
+                pool.close()
         if self._transport is not None:
             self._transport.close()
         if self._downloader is not None:
@@ -386,5 +401,6 @@ class Service:
             if self._downloader is None:
                 from kling_cli.downloads import Downloader
 
-                self._downloader = Downloader(self.out, sleep=self.sleep, max_connections=self.concurrency)
+                self._downloader = Downloader(self.out, sleep=self.sleep,
+                                              max_connections=max(self.download_concurrency, 4))
         return self._downloader

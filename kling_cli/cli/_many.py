@@ -8,6 +8,7 @@ them while the rest is still running.
 from __future__ import annotations
 
 import sys
+import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,14 @@ class _Tally:
     downloads: list[Future] = field(default_factory=list)
     files: int = 0
     skipped: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def count(self, skipped: bool) -> None:  # from download threads
+        with self.lock:
+            if skipped:
+                self.skipped += 1
+            else:
+                self.files += 1
 
     def exit_code(self) -> int:
         return int(self.errors[0].exit_code) if self.errors else 0
@@ -73,18 +82,17 @@ def start_download(ctx: AppContext, task: Task, plan: DownloadPlan, view: View, 
             service.remember_files(task.id, [str(done.path)])
             if manifest is not None:
                 manifest.update_task(task, file=str(done.path), sha256=done.sha256)
+            tally.count(done.skipped)
             if done.skipped:
-                tally.skipped += 1
                 ctx.out.info(f"{done.path} is already complete, skipped (use --force to download again)")
             else:
-                tally.files += 1
                 ctx.out.info(f"downloaded {done.path} ({done.size} bytes, sha256 {done.sha256[:12]}...)")
             if not ctx.out.json_mode:
                 ctx.out.data(str(done.path))
         if ctx.out.json_mode and not plan.to_stdout:
             ctx.out.task(task, files=paths)
 
-    tally.downloads.append(service.pool.submit(job))
+    tally.downloads.append(service.download_pool.submit(job))
 
 
 def finish_downloads(ctx: AppContext, tally: _Tally) -> None:

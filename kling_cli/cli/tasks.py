@@ -160,7 +160,7 @@ def download(
     output: Annotated[str, typer.Option("--output", "-o", metavar="DIR", help="Directory for the videos, or '-' "
                                         "to write a single video to stdout.")] = ".",
     name: NameOpt = "{id}",
-    concurrency: ConcurrencyOpt = 4,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=64, help="Downloads in parallel.")] = 4,
     force: Annotated[bool, typer.Option("--force", "-f", help="Download again, replacing existing files.")] = False,
 ) -> int:
     """Download the videos of succeeded tasks, in parallel, resuming partial files.
@@ -176,7 +176,7 @@ def download(
 
     check_template(name)
     refs = _refs(ctx, task_ids, from_file, kind)
-    ctx.service().concurrency = concurrency
+    ctx.service().download_concurrency = concurrency
     plan = DownloadPlan(Path(output), name, force, to_stdout=output == "-")
     manifest = _manifest(from_file)
     try:
