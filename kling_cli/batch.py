@@ -33,7 +33,8 @@ from kling_cli.errors import (
     SubmitUncertain,
     UsageError,
 )
-from kling_cli.models import MediaRef, MotionRequest, T2VRequest, Task, TaskStatus
+from kling_cli.fsutil import sha256_file
+from kling_cli.models import MediaRef, MotionRequest, T2VRequest, Task, TaskStatus, json_object, json_or_text
 
 T2V_COLUMNS = ("prompt", "model", "mode", "duration", "aspect_ratio", "negative_prompt", "cfg_scale",
                "camera_control", "callback_url", "external_id")
@@ -161,12 +162,9 @@ def _typed(name: str, text: str) -> Any:
         return lowered in TRUE
     if name == "camera_control":
         try:
-            value = json.loads(text)
-        except ValueError:
-            raise RowProblem("camera_control is not valid JSON") from None
-        if not isinstance(value, dict):
-            raise RowProblem("camera_control must be a JSON object")
-        return value
+            return json_object(text, "camera_control")
+        except ValueError as exc:
+            raise RowProblem(str(exc)) from None
     if name == "callback_url" and not text.startswith(("http://", "https://")):
         raise RowProblem(f"callback_url must be an http(s) URL, got {text!r}")
     return text
@@ -182,10 +180,7 @@ def row_request(kind: str, row: Row, defaults: dict[str, Any], extra_names: list
         if not text:
             continue
         if name in extra_names:
-            try:
-                extra[name] = json.loads(text)
-            except ValueError:
-                extra[name] = text
+            extra[name] = json_or_text(text)
         else:
             values[name] = _typed(name, text)
     if kind == "t2v":
@@ -208,11 +203,7 @@ def row_request(kind: str, row: Row, defaults: dict[str, Any], extra_names: list
 
 def _file_digest(path: str, cache: dict[str, str]) -> str:
     if path not in cache:
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            while chunk := handle.read(1024 * 1024):
-                digest.update(chunk)
-        cache[path] = digest.hexdigest()
+        cache[path] = sha256_file(path)
     return cache[path]
 
 
@@ -263,9 +254,12 @@ def parse_rate(text: str | None) -> float | None:
 @dataclass
 class Plan:
     rows: list[Planned] = field(default_factory=list)
-    problems: list[tuple[int, str]] = field(default_factory=list)
+    #: (row number, line, what is wrong) for every invalid row
+    problems: list[tuple[int, int, str]] = field(default_factory=list)
     total: int = 0
     accepted: int = 0
+    #: columns sent as provider fields (--extra-columns)
+    extra_names: list[str] = field(default_factory=list)
     out_of_shard: int = 0
 
 
@@ -274,8 +268,7 @@ def plan_rows(service, opts: BatchOptions, *, on_row: Callable[[Row, Any, str, s
     """Validate every row (and, with `on_row`, hand each resolved request over, e.g. for --dry-run).
 
     With `keep=False` the rows are not kept, so memory does not grow with the file (--dry-run)."""
-    extra_names = check_columns(opts.csv_path, opts.kind, opts.extra_columns)
-    plan = Plan()
+    plan = Plan(extra_names=check_columns(opts.csv_path, opts.kind, opts.extra_columns))
     #: occurrences of each identity so far, keyed by 64 bits of it (kept for every row: keep it small)
     seen: dict[int, int] = {}
     digests: dict[str, str] = {}
@@ -283,7 +276,7 @@ def plan_rows(service, opts: BatchOptions, *, on_row: Callable[[Row, Any, str, s
     for row in read_rows(opts.csv_path):
         plan.total += 1
         try:
-            req = row_request(opts.kind, row, opts.defaults, extra_names)
+            req = row_request(opts.kind, row, opts.defaults, plan.extra_names)
             service.preflight(opts.kind, req, media_cache=media)
             base = identity(opts.kind, req, 0, digests)
             key = int(hashlib.sha256(base.encode()).hexdigest()[:16], 16)
@@ -292,7 +285,7 @@ def plan_rows(service, opts: BatchOptions, *, on_row: Callable[[Row, Any, str, s
             if base.startswith("ext:") and count > 1:
                 raise RowProblem(f"external_id {req.external_id} is used by more than one row")
         except (RowProblem, KlingError, OSError) as exc:
-            plan.problems.append((row.line, getattr(exc, "message", None) or str(exc)))
+            plan.problems.append((row.number, row.line, getattr(exc, "message", None) or str(exc)))
             continue
         if not in_shard(ident, opts.shard):
             plan.out_of_shard += 1
@@ -341,7 +334,6 @@ class BatchRun:
         self.next_submit = 0.0
         #: a 1303 told us how many tasks the account can run: no more until one finishes
         self.cap: int | None = None
-        self.extra_names = check_columns(opts.csv_path, opts.kind, opts.extra_columns)
         waiter.on_done = self._finished
         waiter.on_error = self._query_error
 
@@ -474,10 +466,12 @@ class BatchRun:
         self.by_task[task.id] = item
         self.result.submitted += 1
         self._mark(item, "submitted", task.id, task)
-        self.waiter.add(TaskRef(task.id, item.kind, task if task.terminal else None))
+        # just submitted: nothing to learn before the first interval
+        self.waiter.add(TaskRef(task.id, item.kind, task if task.terminal else None),
+                        delay=self.waiter.policy.next(None))
 
     def rebuild(self, item: Planned) -> T2VRequest | MotionRequest:
-        req = row_request(item.kind, item.row, self.opts.defaults, self.extra_names)
+        req = row_request(item.kind, item.row, self.opts.defaults, self.plan.extra_names)
         req.external_id = item.external_id
         return req
 

@@ -116,6 +116,9 @@ def read_callback(
         if not webhook_secret:
             raise InvalidCallback("the callback is signed and no webhook secret is configured")
         verify_kling(headers, body, webhook_secret, now=now)
+    elif webhook_secret:
+        # with a secret set, Kling signs every callback: an unsigned one did not come from Kling
+        raise InvalidCallback("the callback is not signed, and a webhook secret is configured")
     if "task_id" in payload:
         return Callback("kling", signed, parse_kling_task("t2v", payload, payload))
     if "id" in payload and "status" in payload:

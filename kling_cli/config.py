@@ -1,8 +1,9 @@
 """Profiles: where they live, how they are validated, and how one is resolved.
 
-Resolution order, for every setting, in `resolve()` and nowhere else:
+Resolution order for the profile, provider, base URL, credentials, timeout and retries, in `resolve()`:
 command-line flag, then `KLING_*` environment, then the profile in config.toml, then built-in defaults.
-Each resolved value remembers where it came from, so `-v` can explain it.
+Each resolved value remembers where it came from, so `-v` can explain it. (Submit options merge the
+profile's `defaults` under the flags in `cli/submit.py`.)
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from kling_cli import envvars
 from kling_cli.credentials import Credentials, load_credentials
 from kling_cli.errors import ConfigError
 from kling_cli.fsutil import write_atomic
-from kling_cli.presets import DIALECTS, PRESETS, SANDBOX_PROFILE
+from kling_cli.presets import DIALECT_OPTIONS, DIALECTS, PRESETS, SANDBOX_PROFILE
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -149,7 +150,7 @@ def _parse_profile(path: Path, name: str, table: Any, warn: Warn) -> Profile:
         if key not in PROFILE_KEYS:
             warn(f"{path}: {where} -> {key}: unknown key, ignored")
     provider = table.get("provider")
-    if provider not in PRESETS:
+    if not isinstance(provider, str) or provider not in PRESETS:
         raise _bad(path, f"{where} -> provider", f"unknown provider {provider!r}; valid: {', '.join(PRESETS)}")
     profile = Profile(name=name, provider=provider)
     if "base_url" in table:
@@ -186,7 +187,18 @@ def _parse_profile(path: Path, name: str, table: Any, warn: Warn) -> Profile:
     options = table.get("options", {})
     if not isinstance(options, dict):
         raise _bad(path, f"{where} -> options", "expected a table")
-    profile.options = dict(options)
+    known = DIALECT_OPTIONS.get(profile.effective_dialect, {})
+    for key, value in options.items():
+        expected = known.get(key)
+        if expected is None:
+            warn(f"{path}: {where} -> options -> {key}: not an option of the {profile.effective_dialect} dialect, "
+                 "ignored")
+        elif not isinstance(value, expected) or (expected is dict and key == "rename"
+                                                 and not all(isinstance(v, str) for v in value.values())):
+            kind = "a table" if expected is dict else "a string"
+            raise _bad(path, f"{where} -> options -> {key}", f"expected {kind}, got {value!r}")
+        else:
+            profile.options[key] = value
     return profile
 
 

@@ -46,10 +46,6 @@ class Credentials:
     def usable(self) -> bool:
         return bool(self.api_key or (self.access_key and self.secret_key))
 
-    @property
-    def scheme(self) -> str:
-        return "api_key" if self.api_key else "access_key+secret_key"
-
     def describe(self) -> str:
         if self.api_key:
             return f"API key {mask(self.api_key)}"

@@ -1,6 +1,6 @@
 """Downloading result videos.
 
-Each video streams to `NAME.part`, resumes with `Range` after an interruption (or starts over when the
+Each video streams to `NAME.mp4.part`, resumes with `Range` after an interruption (or starts over when the
 server ignores the range), is checked (status, Content-Length, MP4 signature), then renamed: a file
 named `NAME.mp4` is always complete. A `NAME.json` sidecar records where it came from and its sha256,
 so a rerun skips files that are already complete and refuses to overwrite a file it did not write.
@@ -28,6 +28,7 @@ from typing import BinaryIO, Callable, Protocol
 import httpx
 
 from kling_cli.errors import NotFound, ProviderUnavailable, RequestRejected, TaskFailed, UsageError
+from kling_cli.fsutil import sha256_file, write_atomic
 from kling_cli.models import Task, TaskStatus, now_iso
 from kling_cli.transport import USER_AGENT, backoff_delay, tls_context
 
@@ -112,28 +113,20 @@ def sidecar_path(video: Path) -> Path:
     return video.with_suffix(".json")
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1024 * 1024):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def looks_like_mp4(head: bytes) -> bool:
     return len(head) >= 8 and head[4:8] in MP4_HEADS
 
 
-def _existing(dest: Path) -> tuple[bool, dict | None]:
-    """(complete, sidecar) for a file that is already there."""
+def _existing(dest: Path, task: Task, index: int) -> dict | None:
+    """The sidecar of a file that is already there and is the complete download of this very video."""
     try:
         meta = json.loads(sidecar_path(dest).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False, None
-    if not isinstance(meta, dict):
-        return False, None
+        return None
+    if not isinstance(meta, dict) or meta.get("task_id") != task.id or meta.get("video_index") != index + 1:
+        return None
     complete = meta.get("size") == dest.stat().st_size and meta.get("sha256") == sha256_file(dest)
-    return complete, meta
+    return meta if complete else None
 
 
 class Downloader:
@@ -141,6 +134,9 @@ class Downloader:
                  max_connections: int = 16) -> None:
         self.out = out
         self.sleep = sleep
+        #: destinations taken by this run: two videos must never share a file (a --name without {id})
+        self._claimed: dict[Path, str] = {}
+        self._claim_lock = threading.Lock()
         self.client = client or httpx.Client(
             verify=tls_context(),
             timeout=httpx.Timeout(60.0, connect=10.0),
@@ -178,16 +174,17 @@ class Downloader:
         progress: Progress | None = None,
     ) -> Downloaded:
         dest = out_dir / file_name(task, index, template)
+        self._claim(dest, f"{task.id} video {index + 1}")
         if dest.exists() and not force:
-            complete, meta = _existing(dest)
-            if complete and meta is not None:
+            meta = _existing(dest, task, index)
+            if meta is not None:
                 return Downloaded(task, index, dest, meta["size"], meta["sha256"], skipped=True)
             raise UsageError(f"{dest} exists and is not the complete download of this video",
                              hint="move it away, or use --force to replace it", code="file_exists")
         out_dir.mkdir(parents=True, exist_ok=True)
         part = dest.with_name(dest.name + ".part")
-        if force and part.exists() and not dest.exists():
-            part.unlink()  # --force: no resuming from an earlier attempt either
+        if force and part.exists():
+            part.unlink()  # --force starts from the first byte, whatever an earlier attempt left
         size, digest, url = self._with_fresh_url(task, index, refresh, lambda u: self._to_part(u, part, progress))
         os.replace(part, dest)
         video = task.videos[index]
@@ -197,10 +194,15 @@ class Downloader:
             "video_id": video.id, "url": url, "duration": video.duration, "sha256": digest, "size": size,
             "downloaded_at": now_iso(),
         }
-        from kling_cli.fsutil import write_atomic
-
         write_atomic(sidecar_path(dest), (json.dumps(sidecar, indent=2, ensure_ascii=False) + "\n").encode())
         return Downloaded(task, index, dest, size, digest)
+
+    def _claim(self, dest: Path, what: str) -> None:
+        with self._claim_lock:
+            owner = self._claimed.setdefault(dest.resolve(), what)
+        if owner != what:
+            raise UsageError(f"{what} and {owner} would both be written to {dest}",
+                             hint="make --name unique per video, e.g. with {id} and {index}", code="name_clash")
 
     def fetch_to_stream(self, task: Task, index: int, stream: BinaryIO, *, refresh: Callable[[], Task] | None = None,
                         progress: Progress | None = None) -> int:
@@ -273,8 +275,11 @@ class Downloader:
                 if status == 416 and offset:
                     if _total(response.headers.get("content-range")) == offset:
                         return offset, digest.hexdigest()  # the .part file was already complete
-                    raise self._restart(part, "the partial file did not match the server's; starting over")
+                    raise _restart(part, "the partial file did not match the server's; starting over")
                 if status >= 500 or status == 429:
+                    if not resumable:
+                        raise ProviderUnavailable(f"the video URL answered HTTP {status}", status=status,
+                                                  code="download_failed")
                     raise _Retry(f"HTTP {status}")
                 if status not in (200, 206):
                     raise RequestRejected(f"the video URL answered HTTP {status}", status=status,
@@ -313,6 +318,8 @@ class Downloader:
                                           code="download_failed")
             raise _Retry(f"got {written} of {total} bytes")
         if written == 0:
+            if not resumable:
+                raise ProviderUnavailable("the video URL sent no bytes", code="download_failed")
             raise _Retry("the server sent no bytes")
         progress.finish()
         return written, digest_hex
@@ -333,11 +340,16 @@ class Downloader:
         fd = _regular_fd(sink) if writeback and _fadvise is not None else None
         write = sink.write
         clock = time.monotonic
+        head = b""
         for chunk in chunks:
             if not checked:
-                if not looks_like_mp4(chunk[:8]):
-                    raise self._not_video(response, part)
-                checked = True
+                # the first 8 bytes say whether it is an MP4, however the network split them
+                head += chunk
+                if len(head) < 8:
+                    continue
+                if not looks_like_mp4(head[:8]):
+                    raise _not_video(response, part)
+                checked, chunk = True, head
             write(chunk)
             hasher.update(chunk)
             written += len(chunk)
@@ -353,6 +365,8 @@ class Downloader:
                 except OSError:
                     fd = None
                 flushed = written
+        if not checked and head:
+            raise _not_video(response, part)  # fewer than 8 bytes in all
         if written - offset > shown:
             progress.advance(written - offset - shown)
         return written
@@ -419,20 +433,18 @@ def _regular_fd(sink: BinaryIO) -> int | None:
     except (AttributeError, OSError, ValueError):
         return None
 
-    @staticmethod
-    def _restart(part: Path | None, reason: str) -> _Retry:
-        if part is not None and part.exists():
-            part.unlink()
-        return _Retry(reason)
 
-    @staticmethod
-    def _not_video(response: httpx.Response, part: Path | None) -> RequestRejected:
-        if part is not None and part.exists():
-            part.unlink()
-        return RequestRejected(
-            f"the video URL did not return an MP4 file (Content-Type {response.headers.get('content-type', 'unknown')})",
-            code="not_a_video",
-        )
+def _restart(part: Path | None, reason: str) -> _Retry:
+    if part is not None and part.exists():
+        part.unlink()
+    return _Retry(reason)
+
+
+def _not_video(response: httpx.Response, part: Path | None) -> RequestRejected:
+    if part is not None and part.exists():
+        part.unlink()
+    kind = response.headers.get("content-type", "unknown")
+    return RequestRejected(f"the video URL did not return an MP4 file (Content-Type {kind})", code="not_a_video")
 
 
 def _length(response: httpx.Response) -> int | None:

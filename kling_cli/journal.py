@@ -31,9 +31,6 @@ from kling_cli.models import Task, now_iso
 
 FILENAME = "journal.db"
 
-STATES = ("pending", "submitted", "refused", "uncertain")
-
-
 def _m001_submissions(db: sqlite3.Connection) -> None:
     # One statement at a time: executescript() would commit the migration's transaction half-way.
     db.execute(
@@ -101,7 +98,14 @@ class Entry:
     updated_at: str
 
     def to_task(self) -> Task:
-        return _to_task(self)
+        """The task as the journal last saw it (a rerun uses this instead of asking again)."""
+        body = {"id": self.task_id, "kind": self.kind, "status": self.status or "unknown",
+                "raw_status": self.raw_status, "videos": self.videos, "external_id": self.external_id,
+                "provider": self.provider, "dialect": self.dialect, "profile": self.profile, "cost": self.cost,
+                "error": {"code": None, "message": self.error} if self.error and self.status == "failed" else None}
+        task = Task.from_json(body)
+        task.request = self.request
+        return task
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -111,17 +115,6 @@ class Entry:
             "cost": self.cost, "files": self.files, "batch": self.batch, "row": self.row,
             "request": self.request, "created_at": self.created_at, "updated_at": self.updated_at,
         }
-
-
-def _to_task(entry: Entry) -> Task:
-    """The task as the journal last saw it (a rerun uses this instead of asking again)."""
-    body = {"id": entry.task_id, "kind": entry.kind, "status": entry.status or "unknown",
-            "raw_status": entry.raw_status, "videos": entry.videos, "external_id": entry.external_id,
-            "provider": entry.provider, "dialect": entry.dialect, "profile": entry.profile, "cost": entry.cost,
-            "error": {"code": None, "message": entry.error} if entry.error and entry.status == "failed" else None}
-    task = Task.from_json(body)
-    task.request = entry.request
-    return task
 
 
 def _entry(row: sqlite3.Row) -> Entry:
@@ -137,6 +130,7 @@ class Journal:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
+        self._closed = False
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, timeout=10, check_same_thread=False, isolation_level=None)
@@ -168,14 +162,19 @@ class Journal:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             self._db.close()
 
-    def _write(self, sql: str, args: tuple[Any, ...]) -> sqlite3.Cursor:
+    def _write(self, sql: str, args: tuple[Any, ...]) -> sqlite3.Cursor | None:
         with self._lock:
+            if self._closed:  # a worker thread outliving the command (Ctrl-C): nothing left to record into
+                return None
             return self._db.execute(sql, args)
 
     def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[Entry]:
         with self._lock:
+            if self._closed:
+                return []
             return [_entry(row) for row in self._db.execute(sql, args).fetchall()]
 
     # -- writes around a submit ---------------------------------------------------------------
@@ -194,6 +193,8 @@ class Journal:
             raise JournalError(f"cannot record the submit in the journal {self.path}: {exc}; nothing was sent",
                                hint="fix the data directory, or run with --no-journal (then a lost answer cannot "
                                "be reconciled)") from None
+        if cursor is None:
+            raise JournalError("the journal is closed; nothing was sent")
         return int(cursor.lastrowid)
 
     def record_submitted(self, entry_id: int, task: Task) -> None:
@@ -216,6 +217,8 @@ class Journal:
                  json.dumps([v.to_json() for v in task.videos]),
                  json.dumps(task.cost.to_json()) if task.cost else None, stamp, task.id) for task in tasks]
         with self._lock:
+            if self._closed:
+                return
             self._db.execute("BEGIN")
             try:
                 self._db.executemany(
@@ -228,6 +231,8 @@ class Journal:
 
     def record_files(self, task_id: str, paths: list[str]) -> None:
         with self._lock:
+            if self._closed:
+                return
             row = self._db.execute("SELECT files FROM submissions WHERE task_id = ?", (task_id,)).fetchone()
             if row is None:
                 return
@@ -236,10 +241,6 @@ class Journal:
                              (json.dumps(files), now_iso(), task_id))
 
     # -- reads --------------------------------------------------------------------------------
-    def get(self, entry_id: int) -> Entry | None:
-        found = self._read("SELECT * FROM submissions WHERE id = ?", (entry_id,))
-        return found[0] if found else None
-
     def find_task(self, task_id: str) -> Entry | None:
         found = self._read("SELECT * FROM submissions WHERE task_id = ? ORDER BY id DESC LIMIT 1", (task_id,))
         return found[0] if found else None
@@ -248,6 +249,8 @@ class Journal:
         """The kind of each of these tasks that this machine submitted, in a few queries."""
         found: dict[str, str] = {}
         with self._lock:
+            if self._closed:
+                return found
             for start in range(0, len(task_ids), 500):
                 chunk = task_ids[start:start + 500]
                 marks = ",".join("?" * len(chunk))

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from kling_cli.errors import UsageError
 from kling_cli.fsutil import write_atomic
 from kling_cli.models import Task
 
@@ -51,12 +52,16 @@ class Manifest:
                 self._load(path)
 
     def _load(self, path: Path) -> None:
-        text = path.read_text(encoding="utf-8")
-        if path.suffix == ".ndjson" or text.lstrip().startswith("{"):
-            records = [json.loads(line) for line in text.splitlines() if line.strip()]
-            records = [{**r, "task_id": r.get("id", r.get("task_id"))} for r in records]
-        else:
-            records = list(csv.DictReader(io.StringIO(text)))
+        try:
+            text = path.read_text(encoding="utf-8")
+            if path.suffix == ".ndjson" or text.lstrip().startswith("{"):
+                records = [json.loads(line) for line in text.splitlines() if line.strip()]
+                records = [{**r, "task_id": r.get("id", r.get("task_id"))} for r in records if isinstance(r, dict)]
+            else:
+                records = list(csv.DictReader(io.StringIO(text)))
+        except (OSError, UnicodeDecodeError, ValueError, csv.Error) as exc:
+            raise UsageError(f"{path} is not a readable manifest: {exc}",
+                             hint="give another --out file, or move this one away") from None
         for record in records:
             try:
                 number = int(record["row"])
@@ -72,8 +77,16 @@ class Manifest:
             self._update(number, fields)
 
     def _update(self, number: int, fields: dict[str, Any]) -> None:
-        row = self.rows.setdefault(number, {"row": number})
-        row.update({k: v for k, v in fields.items() if v is not None})
+        row = self.rows.get(number)
+        identity = fields.get("identity")
+        if row is None or (identity and row.get("identity") not in (None, "", identity)):
+            row = self.rows[number] = {"row": number}  # a new row, or the CSV changed under this number
+        # None clears a field (a refused row that now succeeded loses its old error)
+        changes = {k: "" if v is None else v for k, v in fields.items()
+                   if str("" if v is None else v) != str(row.get(k, ""))}
+        if not changes:
+            return  # what a poll saw again: no NDJSON line, no rewrite
+        row.update(changes)
         if row.get("task_id"):
             self._by_task[str(row["task_id"])] = number
         self._dirty = True
@@ -91,9 +104,9 @@ class Manifest:
             self.update(number, **task_fields(task), **extra)
 
     def _ndjson(self, row: dict[str, Any]) -> dict[str, Any]:
-        # shaped like a --json task, so `--from results.ndjson` reads it as one
-        body = {"id": row.get("task_id")}
-        body.update({k: v for k, v in row.items() if k != "task_id"})
+        # `id` as in a --json task, so `--from results.ndjson` finds the task ids
+        body = {"id": row.get("task_id") or None}
+        body.update({k: v for k, v in row.items() if k != "task_id" and v != ""})
         return body
 
     def flush(self, *, force: bool = False) -> None:

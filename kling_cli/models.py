@@ -110,9 +110,10 @@ class Task:
             status = TaskStatus(body.get("status"))
         except ValueError:
             status = TaskStatus.UNKNOWN
+        listed = body.get("videos")
         videos = [Video(id=to_str_id(v.get("id")), url=v.get("url") if isinstance(v.get("url"), str) else None,
                         duration=to_number(v.get("duration")))
-                  for v in body.get("videos") or [] if isinstance(v, dict)]
+                  for v in (listed if isinstance(listed, list) else []) if isinstance(v, dict)]
         error = body.get("error")
         cost = body.get("cost")
         kind = body.get("kind")
@@ -127,9 +128,9 @@ class Task:
             external_id=body.get("external_id") if isinstance(body.get("external_id"), str) else None,
             created_at=body.get("created_at") if isinstance(body.get("created_at"), str) else None,
             updated_at=body.get("updated_at") if isinstance(body.get("updated_at"), str) else None,
-            provider=body.get("provider"),
-            dialect=body.get("dialect"),
-            profile=body.get("profile"),
+            provider=body.get("provider") if isinstance(body.get("provider"), str) else None,
+            dialect=body.get("dialect") if isinstance(body.get("dialect"), str) else None,
+            profile=body.get("profile") if isinstance(body.get("profile"), str) else None,
             cost=Cost(to_number(cost.get("amount")) or 0.0, str(cost.get("unit", ""))) if isinstance(cost, dict)
             else None,
             raw=body.get("raw"),
@@ -182,6 +183,29 @@ class MotionRequest:
 
 
 # --- conversions shared by every dialect -------------------------------------------------------
+
+
+def json_or_text(text: str) -> Any:
+    """A provider field given on the command line or in a CSV cell: JSON when it parses, else the text."""
+    import json
+
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def json_object(text: str, what: str) -> dict[str, Any]:
+    """A JSON object given as text (e.g. camera_control); ValueError says what is wrong."""
+    import json
+
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise ValueError(f"{what} is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{what} must be a JSON object")
+    return value
 
 
 def to_str_id(value: Any) -> str | None:

@@ -53,11 +53,11 @@ class Output:
 
     @property
     def stderr_tty(self) -> bool:
-        return _isatty(self.stderr)
+        return isatty(self.stderr)
 
     @property
     def stdout_tty(self) -> bool:
-        return _isatty(self.stdout)
+        return isatty(self.stdout)
 
     @property
     def color(self) -> bool:
@@ -143,7 +143,7 @@ class Output:
         return self._console
 
 
-def _isatty(stream: Any) -> bool:
+def isatty(stream: Any) -> bool:
     try:
         return bool(stream.isatty())
     except (AttributeError, ValueError):

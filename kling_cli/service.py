@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import secrets
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable
@@ -25,10 +24,10 @@ from kling_cli.errors import (
 from kling_cli.models import KINDS, MotionRequest, T2VRequest, Task
 from kling_cli.providers import get_dialect
 from kling_cli.render import Output
-from kling_cli.taskrefs import TaskRef
 
 if TYPE_CHECKING:
     from kling_cli.journal import Journal
+    from kling_cli.taskrefs import TaskRef
 
 
 DEFAULT_CONCURRENCY = 16
@@ -36,6 +35,8 @@ DEFAULT_DOWNLOADS = 4
 
 
 def new_external_id() -> str:
+    import secrets  # only submits need it; `kling status` does not pay for the import
+
     return "kc-" + secrets.token_hex(12)
 
 
@@ -158,11 +159,12 @@ class Service:
         return self._download_pool
 
     def close(self) -> None:
-        if self.journal is not None:
-            self.journal.close()
+        # workers first: a download thread still running must not find the journal closed under it
         for pool in (self._pool, self._download_pool):
             if pool is not None:
                 pool.close()
+        if self.journal is not None:
+            self.journal.close()
         if self._transport is not None:
             self._transport.close()
         if self._downloader is not None:
@@ -206,13 +208,12 @@ class Service:
                 hint='add --prompt "..." describing the scene',
             )
         if not req.image.is_url:
-            if media_cache is None:
-                _info, req.image_base64 = check_image(req.image.value)
-            else:
-                _cached(media_cache, ("image", req.image.value), lambda: check_image(req.image.value,
-                                                                                      with_base64=False))
+            inline = media_cache is None and self.dialect.image_base64
+            _info, encoded = _cached(media_cache if media_cache is not None else {}, ("image", req.image.value),
+                                     lambda: check_image(req.image.value, with_base64=inline))
             if not self.dialect.image_base64:
                 raise _needs_url(self.dialect.name, "subject image", req.image.value, "--image")
+            req.image_base64 = encoded
         if not req.video.is_url:
             key = ("video", req.video.value, req.orientation)
             _cached(media_cache if media_cache is not None else {}, key,
@@ -263,7 +264,13 @@ class Service:
         for attempt in range(self.resolved.retries + 1):
             try:
                 reply = self.transport.send(wire)
-                return self.stamp(self.dialect.parse_submit(kind, reply))
+                task = self.dialect.parse_submit(kind, reply)
+                if not task.id:
+                    raise SubmitUncertain(
+                        "the provider accepted the submit but its answer names no task id",
+                        hint="it was not sent again; check whether the task exists before submitting again",
+                        status=reply.status)
+                return self.stamp(task)
             except SubmitUncertain as exc:
                 if not (self.dialect.lookup_by_external_id and req.external_id):
                     exc.hint = (f"{exc.hint}" + (f" (external id {req.external_id})" if req.external_id else ""))

@@ -41,6 +41,11 @@ def _from_lines(lines: Iterable[str], source: str) -> list[TaskRef]:
                 raise UsageError(f"{source}, line {number}: not valid JSON") from None
             if not isinstance(body, dict) or "error" in body and "id" not in body:
                 continue  # an error object printed by an earlier command: nothing to follow
+            if "row" in body:  # a batch manifest line: its id and kind, not a task to trust as is
+                if body.get("id"):
+                    kind = body.get("kind")
+                    refs.append(TaskRef(str(body["id"]), kind if kind in KINDS else None, row=body))
+                continue
             task = Task.from_json(body)
             if not task.id:
                 raise UsageError(f"{source}, line {number}: a JSON object without an id")

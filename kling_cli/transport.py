@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Mapping
 from urllib.parse import urlsplit
 
 import httpx
@@ -132,6 +132,8 @@ class _Failure:
     sent: bool
     #: the server answered with a refusal, so nothing was created
     refused: bool = False
+    #: the server answered 2xx, yet the body is not a success
+    answered_ok: bool = False
 
 
 class Transport:
@@ -202,6 +204,13 @@ class Transport:
                 reauthed = True
                 self.log(1, f"token refused ({error.provider_code}): minting a new one and trying once more")
                 continue
+            if wire.creates_task and outcome.answered_ok:
+                # HTTP said yes but the body cannot be read as a yes or a no: the task may exist.
+                raise SubmitUncertain(
+                    f"the submit reached {self.host}, which answered HTTP {error.status} with something unreadable: "
+                    f"{error.message}",
+                    hint="it was not sent again; check whether the task exists before submitting again",
+                    status=error.status, provider_code=error.provider_code, request_id=error.request_id)
             if not error.retryable:
                 raise error
             if wire.creates_task and outcome.sent and not outcome.refused:
@@ -263,16 +272,9 @@ class Transport:
             return reply
         if error.retry_after is None:
             error.retry_after = parse_retry_after(reply.headers)
-        return _Failure(error, sent=True, refused=400 <= reply.status < 500)
+        return _Failure(error, sent=True, refused=400 <= reply.status < 500, answered_ok=200 <= reply.status < 300)
 
 
 def _reason(exc: Exception) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
-
-
-def scrub(text: str, secrets: Iterable[str]) -> str:
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "****")
-    return text

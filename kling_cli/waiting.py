@@ -69,7 +69,8 @@ class PollPolicy:
         if interval is not None:
             return cls(fixed=interval)
         if env.get(envvars.POLL_INTERVAL):
-            return cls(fixed=parse_duration(env[envvars.POLL_INTERVAL]))
+            # a development knob (the tests poll every 50 ms); never a busy loop
+            return cls(fixed=max(parse_duration(env[envvars.POLL_INTERVAL]), 0.01))
         return cls()
 
 
@@ -96,10 +97,6 @@ class WaitOutcome:
     stopped_early: bool = False
     #: how many queries were sent, for the benchmarks
     queries: int = 0
-
-    @property
-    def failed(self) -> list[Task]:
-        return [t for t in self.finished if t.status is TaskStatus.FAILED]
 
 
 class Waiter:
@@ -131,21 +128,17 @@ class Waiter:
         self.tracked: dict[str, _Tracked] = {}
         self.deadline = float("inf")
 
-    @property
-    def pending(self) -> list[str]:
-        return list(self.tracked)
-
     def start(self) -> None:
         self.deadline = self.clock() + self.timeout
         for ref in self.refs:
             self.add(ref)
 
-    def add(self, ref: TaskRef) -> None:
-        """Follow one more task (a batch adds each as it is submitted)."""
+    def add(self, ref: TaskRef, *, delay: float = 0.0) -> None:
+        """Follow one more task (a batch adds each as it is submitted), first polled `delay` seconds from now."""
         if ref.task is not None and ref.task.terminal:
             self._finish(ref.task)  # a finished task in the input does not change: no query needed
         else:
-            self.tracked[ref.id] = _Tracked(ref, self.clock())
+            self.tracked[ref.id] = _Tracked(ref, self.clock() + delay, interval=delay or None)
 
     def step(self) -> float | None:
         """Query the tasks that are due; return the seconds until the next one is, or None if none is left."""

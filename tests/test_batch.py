@@ -253,3 +253,23 @@ def test_history_lists_newest_first_with_filters(kling, kling_profile, tmp_path)
     assert [e["task_id"] for e in kling("history", "--status", "failed", "--json").json_lines()] == [second]
     assert kling("history", "-n", "1").stdout.count("\n") == 1
     assert kling("history", "--profile", "other", "--json").stdout == ""
+
+
+def test_an_ndjson_manifest_feeds_download(kling, kling_profile, tmp_path):
+    jobs = write_csv(tmp_path / "jobs.csv", ["prompt"], [["fox 1"], ["fox 2"]])
+    assert kling("submit", "t2v", "--from-csv", jobs, "--out", tmp_path / "a.ndjson", "--wait").exit_code == 0
+    got = kling("download", "--from", tmp_path / "a.ndjson", "-o", tmp_path / "v")
+    assert got.exit_code == 0, got
+    assert len(list((tmp_path / "v").glob("*.mp4"))) == 2
+
+
+def test_a_row_fixed_and_rerun_loses_its_old_error(kling, kling_profile, tmp_path):
+    results = tmp_path / "r.csv"
+    jobs = write_csv(tmp_path / "jobs.csv", ["prompt"], [["a cat sandbox:policy"]])
+    assert kling("submit", "t2v", "--from-csv", jobs, "--out", results).exit_code == 8
+    (row,) = manifest(results)
+    assert row["status"] == "refused" and "content security policy" in row["error"]
+    write_csv(jobs, ["prompt"], [["a cat"]])
+    assert kling("submit", "t2v", "--from-csv", jobs, "--out", results, "--wait").exit_code == 0
+    (row,) = manifest(results)
+    assert row["status"] == "succeeded" and row["error"] == ""

@@ -316,3 +316,12 @@ def test_sandbox_profile_runs_without_any_configuration(kling, tmp_path):
     assert result.exit_code == 0, result
     assert result.stderr.startswith("sandbox: ")
     assert Path(result.stdout.strip()).read_bytes() == ASSET.read_bytes()
+
+
+def test_a_submit_answer_without_a_task_id_is_uncertain_and_journaled(kling, scripted, add_profile):
+    add_profile("gw", scripted.url, dialect="newapi", auth="key")
+    scripted.add(200, {"object": "video", "status": "queued"})  # no id anywhere
+    result = kling("submit", "t2v", "fox", "--json")
+    assert result.exit_code == 6 and result.json_lines()[0]["error"]["code"] == "submit_uncertain"
+    (entry,) = kling("history", "--json").json_lines()
+    assert entry["state"] == "uncertain" and entry["task_id"] is None

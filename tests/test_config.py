@@ -210,3 +210,26 @@ def test_verbose_explains_the_resolution(kling, tmp_path):
     assert "profile 'prod' (default_profile in" in result.stderr
     assert "base URL http://127.0.0.1:9 (from KLING_BASE_URL)" in result.stderr
     assert "timeout 30s (default)" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "text,where",
+    [
+        ('[profiles.a]\nprovider = ["aigw"]\n', "profiles -> a -> provider"),
+        ('[profiles.a]\nprovider = "aigw"\nbase_url = "https://x"\n[profiles.a.options]\nrename = "x"\n',
+         "options -> rename"),
+        ('[profiles.a]\nprovider = "aigw"\nbase_url = "https://x"\n[profiles.a.options]\nbody = 3\n',
+         "options -> body"),
+    ],
+)
+def test_bad_values_of_any_type_are_config_errors(kling, text, where):
+    path = write_config(text)
+    result = kling("--profile", "a", "status", "1")
+    assert result.exit_code == 3 and where in result.stderr and str(path) in result.stderr
+
+
+def test_unknown_dialect_options_warn(kling):
+    write_config('[profiles.a]\nprovider = "kling"\n[profiles.a.options]\nauth_header = "X"\n')
+    warnings: list[str] = []
+    config = load_config(warn=warnings.append)
+    assert config.profiles["a"].options == {} and any("not an option of the kling dialect" in w for w in warnings)

@@ -69,7 +69,7 @@ def test_ctrl_c_exits_130_and_names_the_running_task():
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == 130
-    assert f"1 task keep running remotely: {task_id}" in err or f"keep running remotely: {task_id}" in err
+    assert f"still running remotely: {task_id}" in err
     assert f"kling wait {task_id}" in err
 
 

@@ -246,3 +246,14 @@ def test_https_is_verified_with_the_lazily_loaded_context(tmp_path, monkeypatch)
         assert transport(url).send(GET).payload["code"] == 0  # trusted through SSL_CERT_FILE, as httpx does
     finally:
         httpd.shutdown()
+
+
+@pytest.mark.parametrize(
+    "status,raw",
+    [(200, b'{"code": 1399, "message": "account frozen", "data": null}'), (200, b"<html>welcome</html>")],
+)
+def test_an_unreadable_2xx_answer_to_a_submit_is_uncertain_not_refused(scripted, status, raw):
+    scripted.add(status, raw=raw)
+    with pytest.raises(SubmitUncertain):
+        transport(scripted.url).send(SUBMIT)
+    assert len(scripted.requests) == 1

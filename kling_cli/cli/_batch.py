@@ -25,7 +25,7 @@ class RunOptions:
 
 
 def _report_problems(ctx: AppContext, opts: BatchOptions, plan: Plan) -> None:
-    for line, message in plan.problems:
+    for _number, line, message in plan.problems:
         ctx.out.warn(f"{opts.csv_path}:{line}: {message}")
 
 
@@ -66,8 +66,8 @@ def run_batch(ctx: AppContext, opts: BatchOptions, run: RunOptions) -> int:
         from kling_cli.manifest import Manifest
 
         manifest = Manifest(run.outs)
-        for line, message in plan.problems:
-            manifest.update(-line, line=line, status="invalid", error=message)
+        for number, line, message in plan.problems:
+            manifest.update(number, line=line, status="invalid", error=message, task_id=None, identity=None)
     tally = _Tally()
     view = View(out, total=len(plan.rows))
     printed: set[int] = set()  # each row's line goes to stdout once, when it ends for this run
@@ -137,7 +137,7 @@ def _print_row(ctx: AppContext, item: Planned, state: str, detail: str, task: Ta
         body: dict[str, Any] = task.to_json(raw=out.raw) if task else {"id": item.task_id, "status": state}
         body.update({"row": item.row.number, "line": item.row.line, "identity": item.identity,
                      "external_id": item.external_id})
-        if task is None and detail and state in ("refused", "uncertain"):
+        if task is None and detail and state in ("refused", "uncertain", "error"):
             body["error"] = {"code": state, "message": detail}
         out.json(body)
         return
@@ -146,7 +146,7 @@ def _print_row(ctx: AppContext, item: Planned, state: str, detail: str, task: Ta
         from kling_cli.render import outcome_text
 
         outcome = outcome_text(task)
-    elif state in ("refused", "uncertain"):
+    elif state in ("refused", "uncertain", "error"):
         outcome = detail
     out.data("\t".join(p for p in (str(item.row.number), item.task_id or "-", state, outcome) if p is not None))
 

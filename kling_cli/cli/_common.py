@@ -14,7 +14,7 @@ import typer
 
 from kling_cli import envvars
 from kling_cli.errors import ExitCode, Interrupted, KlingError
-from kling_cli.render import Output
+from kling_cli.render import Output, isatty
 
 
 @dataclass
@@ -82,14 +82,16 @@ class AppContext:
         self._service = None
         #: ids of tasks that keep running remotely if this run is interrupted
         self.running: list[str] = []
+        #: the external id of a submit whose answer has not come back yet
+        self.submitting: str | None = None
 
     @property
     def no_input(self) -> bool:
-        return self.opts.no_input or bool(os.environ.get(envvars.NO_INPUT)) or not _isatty(sys.stdin)
+        return self.opts.no_input or bool(os.environ.get(envvars.NO_INPUT)) or not isatty(sys.stdin)
 
     @property
     def stdin_is_tty(self) -> bool:
-        return _isatty(sys.stdin)
+        return isatty(sys.stdin)
 
     def resolved(self):
         if self._resolved is None:
@@ -133,13 +135,6 @@ class AppContext:
             self._service.close()
 
 
-def _isatty(stream: Any) -> bool:
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError):
-        return False
-
-
 def run_guarded(ctx: AppContext, body: Callable[[], Any]) -> Any:
     """The error boundary: every expected failure becomes one stderr line (or a JSON error) and an exit code."""
     try:
@@ -149,8 +144,13 @@ def run_guarded(ctx: AppContext, body: Callable[[], Any]) -> Any:
         raise typer.Exit(int(exc.exit_code)) from None
     except KeyboardInterrupt:
         ids = list(dict.fromkeys(ctx.running))
-        if ids:
-            err = Interrupted(f"interrupted; {_plural(len(ids), 'task')} keep running remotely: {' '.join(ids)}",
+        if ctx.submitting:
+            err = Interrupted(f"interrupted while a submit was under way: the task may exist (external id "
+                              f"{ctx.submitting})",
+                              hint="the journal keeps the submit as pending (`kling history`); check before "
+                              "submitting again", extra={"external_id": ctx.submitting, "task_ids": ids})
+        elif ids:
+            err = Interrupted(f"interrupted; still running remotely: {' '.join(ids)}",
                               hint=f"follow up with `kling wait {' '.join(ids)}`", extra={"task_ids": ids})
         else:
             err = Interrupted("interrupted")
@@ -177,10 +177,6 @@ def run_guarded(ctx: AppContext, body: Callable[[], Any]) -> Any:
     if isinstance(result, int) and result:
         raise typer.Exit(result)
     return result
-
-
-def _plural(count: int, word: str) -> str:
-    return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
 def command(app: typer.Typer, name: str, *, task_options: bool = False, **kwargs: Any) -> Callable:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 import threading
-from concurrent.futures import Future
+from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,6 +49,9 @@ class _Tally:
                 self.files += 1
 
     def exit_code(self) -> int:
+        """8 if any task failed (the README's promise for wait), else the first error's code."""
+        if any(isinstance(error, TaskFailed) for error in self.errors):
+            return int(ExitCode.TASK_FAILED)
         return int(self.errors[0].exit_code) if self.errors else 0
 
 
@@ -96,6 +99,7 @@ def start_download(ctx: AppContext, task: Task, plan: DownloadPlan, view: View, 
 
 
 def finish_downloads(ctx: AppContext, tally: _Tally) -> None:
+    wait(tally.downloads)  # every download settles before anything is reported or raised
     for future in tally.downloads:
         error = future.exception()
         if isinstance(error, KlingError):

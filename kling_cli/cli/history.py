@@ -29,7 +29,11 @@ def history(
     if not path.exists():
         ctx.out.info(f"the journal is empty ({path} does not exist yet)")
         return 0
-    entries = Journal(path).history(limit=limit, status=status, profile=ctx.opts.profile)
+    journal = Journal(path)
+    try:
+        entries = journal.history(limit=limit, status=status, profile=ctx.opts.profile)
+    finally:
+        journal.close()
     if ctx.out.json_mode:
         for entry in entries:
             ctx.out.json(entry.to_json())

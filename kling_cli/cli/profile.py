@@ -139,15 +139,17 @@ def profile_add(
         creds.webhook_secret = secret(webhook_secret_file, "webhook secret")
     elif creds is not None and stored is not None:
         creds.webhook_secret = stored.webhook_secret
-    old = config.profiles.get(name)
+    previous = config.profiles.get(name)
+    old = previous if previous is not None and previous.provider == provider.value else None
+    # --force changes what is given and keeps the rest (a new provider starts from scratch)
     config.profiles[name] = Profile(
         name=name,
         provider=provider.value,
-        base_url=base_url.rstrip("/") if base_url else None,
-        dialect=dialect.value if dialect else None,
-        api_key_env=api_key_env,
-        timeout=timeout,
-        retries=retries,
+        base_url=base_url.rstrip("/") if base_url else (old.base_url if old else None),
+        dialect=dialect.value if dialect else (old.dialect if old else None),
+        api_key_env=api_key_env or (old.api_key_env if old else None),
+        timeout=timeout if timeout is not None else (old.timeout if old else None),
+        retries=retries if retries is not None else (old.retries if old else None),
         defaults=dict(old.defaults) if old else {},
         options=dict(old.options) if old else {},
     )

@@ -44,40 +44,34 @@ ExtraOpt = Annotated[Optional[list[str]], typer.Option(
 WaitOpt = Annotated[bool, typer.Option("--wait", help="Wait for the task to finish.")]
 TimeoutOpt = Annotated[str, typer.Option("--timeout", help="With --wait: give up waiting after this long (90s, "
                                          "20m, 1h); the task keeps running.")]
-IntervalOpt = Annotated[Optional[float], typer.Option("--interval", min=0.0, help="Poll every S seconds "
+IntervalOpt = Annotated[Optional[float], typer.Option("--interval", min=0.5, help="Poll every S seconds "
                                                       "(default: 2 s growing to 30 s).", show_default=False)]
 DownloadOpt = Annotated[Optional[Path], typer.Option("--download", metavar="DIR", help="Wait, then download the "
                                                      "videos into DIR.", show_default=False)]
 
 
 def parse_extra(items: list[str] | None) -> dict[str, Any]:
-    import json
+    from kling_cli.models import json_or_text
 
     fields: dict[str, Any] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise UsageError(f"--extra {item!r}: expected KEY=VALUE", hint="e.g. --extra sound=on --extra 'watermark_info={\"enabled\":false}'")
-        try:
-            fields[key.strip()] = json.loads(value)
-        except ValueError:
-            fields[key.strip()] = value
+            raise UsageError(f"--extra {item!r}: expected KEY=VALUE",
+                             hint="e.g. --extra sound=on --extra 'watermark_info={\"enabled\":false}'")
+        fields[key.strip()] = json_or_text(value)
     return fields
 
 
 def _camera(text: str | None) -> dict[str, Any] | None:
+    from kling_cli.models import json_object
+
     if text is None:
         return None
-    import json
-
     try:
-        value = json.loads(text)
+        return json_object(text, "--camera-control")
     except ValueError as exc:
-        raise UsageError(f"--camera-control is not valid JSON: {exc}",
-                         hint='e.g. --camera-control \'{"type":"simple","config":{"zoom":5}}\'') from None
-    if not isinstance(value, dict):
-        raise UsageError("--camera-control must be a JSON object")
-    return value
+        raise UsageError(str(exc), hint='e.g. --camera-control \'{"type":"simple","config":{"zoom":5}}\'') from None
 
 
 FromCsvOpt = Annotated[Optional[Path], typer.Option(
@@ -102,6 +96,8 @@ ShardOpt = Annotated[Optional[str], typer.Option("--shard", metavar="K/N", help=
                                                  show_default=False)]
 ResubmitOpt = Annotated[bool, typer.Option("--resubmit-uncertain", help="With --from-csv: send again rows whose "
                                            "answer was lost and cannot be looked up (may pay twice).")]
+
+DEFAULT_MAX_IN_FLIGHT = 5
 
 _PROFILE_DEFAULTS = {
     "t2v": {"model": "model", "mode": "mode", "duration": "duration", "aspect_ratio": "aspect_ratio",
@@ -155,15 +151,22 @@ def _run(ctx: AppContext, kind: str, fields: dict[str, Any], batch: _Batch, foll
                              wait=follow.wait or follow.download is not None)
         plan = DownloadPlan(follow.download) if follow.download is not None else None
         return run_batch(ctx, opts, RunOptions(batch.dry_run, batch.out or [], deadline, follow.interval, plan))
-    if batch.dry_run or batch.out or batch.shard or batch.rate or batch.extra_columns or batch.skip_invalid:
-        raise UsageError("--dry-run, --out, --shard, --rate, --extra-columns and --skip-invalid go with --from-csv")
+    if (batch.dry_run or batch.out or batch.shard or batch.rate or batch.extra_columns or batch.skip_invalid
+            or batch.resubmit_uncertain or batch.max_in_flight != DEFAULT_MAX_IN_FLIGHT):
+        raise UsageError("--dry-run, --out, --shard, --rate, --max-in-flight, --extra-columns, --skip-invalid and "
+                         "--resubmit-uncertain go with --from-csv")
     return _submit(ctx, kind, build(defaults), follow, deadline)
 
 
 def _submit(ctx: AppContext, kind: str, req: Any, follow: _Follow, deadline: float) -> int:
+    from kling_cli.service import new_external_id
+
     service = ctx.service(journal_required=True)
     service.preflight(kind, req)
+    req.external_id = req.external_id or new_external_id()
+    ctx.submitting = req.external_id  # named if Ctrl-C lands while the answer is awaited
     task = service.submit(kind, req)
+    ctx.submitting = None
     ctx.running.append(task.id)
     resolved = ctx.resolved()
     ctx.out.info(f"submitted {kind} task {task.id} on profile {resolved.profile} ({resolved.dialect} dialect)")
@@ -210,7 +213,7 @@ def submit_t2v(
     skip_invalid: SkipInvalidOpt = False,
     dry_run: DryRunOpt = False,
     out: OutOpt = None,
-    max_in_flight: MaxInFlightOpt = 5,
+    max_in_flight: MaxInFlightOpt = DEFAULT_MAX_IN_FLIGHT,
     rate: RateOpt = None,
     shard: ShardOpt = None,
     resubmit_uncertain: ResubmitOpt = False,
@@ -281,7 +284,7 @@ def submit_motion(
     skip_invalid: SkipInvalidOpt = False,
     dry_run: DryRunOpt = False,
     out: OutOpt = None,
-    max_in_flight: MaxInFlightOpt = 5,
+    max_in_flight: MaxInFlightOpt = DEFAULT_MAX_IN_FLIGHT,
     rate: RateOpt = None,
     shard: ShardOpt = None,
     resubmit_uncertain: ResubmitOpt = False,

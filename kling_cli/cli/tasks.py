@@ -86,6 +86,7 @@ def batch_status(
     from kling_cli.progress import summary_line
 
     refs = _refs(ctx, task_ids, from_file, kind)
+    manifest = _manifest(from_file)  # opened first: a broken one is refused before any query
     service = ctx.service()
     service.concurrency = concurrency
     results = service.get_many(refs)
@@ -99,7 +100,6 @@ def batch_status(
         else:
             counts[result.status.value] = counts.get(result.status.value, 0) + 1
     print_status_table(ctx.out, refs, results)
-    manifest = _manifest(from_file)
     if manifest is not None:
         for result in results.values():
             if not isinstance(result, KlingError):

@@ -41,7 +41,6 @@ class Reply:
     payload: Any = None
     is_json: bool = False
     request_path: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def build(cls, status: int, headers: Mapping[str, str], body: bytes, request_path: str = "") -> Reply:

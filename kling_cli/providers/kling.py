@@ -191,6 +191,9 @@ class KlingDialect(Dialect):
                 return None
             if code in BUSINESS_CODES:
                 return business_error(code, message, status=reply.status, request_id=request_id)
+            if 200 <= reply.status < 300:  # a code this table does not know: still not a success
+                return RequestRejected(f"the provider refused the request: {message or 'no message'} (code {code})",
+                                       status=reply.status, provider_code=code, request_id=request_id)
         elif reply.is_json and 200 <= reply.status < 300 and isinstance(payload, dict):
             return None
         error = generic_error(reply, message, provider_code=code)
