@@ -70,6 +70,8 @@ class Planned:
     state: str = "new"
     tries: int = 0
     not_before: float = 0.0
+    #: sent again under --resubmit-uncertain, with the external id of the lost first try
+    resubmitted: bool = False
 
 
 @dataclass
@@ -389,6 +391,7 @@ class BatchRun:
                 else:
                     self.queue.append(item)  # provably never created: safe to send (same external id)
             elif self.opts.resubmit_uncertain:
+                item.resubmitted = True
                 self.queue.append(item)
             else:
                 journal.record_state(entry.id, "uncertain", entry.error)
@@ -459,6 +462,13 @@ class BatchRun:
         except (AuthRejected, BadResponse, ConfigError):
             raise  # every other row would fail the same way: stop the batch
         except KlingError as exc:
+            if item.resubmitted:
+                # Refusing a resend with the same external id (Kling keeps them unique) says the first try
+                # went through: paid once, its task id unknown.
+                self.result.uncertain += 1
+                self._mark(item, "uncertain", f"sent again and refused ({exc.message}): the first submit "
+                           "probably went through; its task id is unknown", error=exc.message)
+                return
             self.result.refused += 1
             self._mark(item, "refused", exc.message, error=exc.message)
             return

@@ -30,7 +30,7 @@ import httpx
 from kling_cli.errors import NotFound, ProviderUnavailable, RequestRejected, TaskFailed, UsageError
 from kling_cli.fsutil import sha256_file, write_atomic
 from kling_cli.models import Task, TaskStatus, now_iso
-from kling_cli.transport import USER_AGENT, backoff_delay, tls_context
+from kling_cli.transport import USER_AGENT, backoff_delay, loopback_mounts, tls_context
 
 ATTEMPTS = 4
 #: box types an MP4/MOV file can start with
@@ -137,12 +137,14 @@ class Downloader:
         #: destinations taken by this run: two videos must never share a file (a --name without {id})
         self._claimed: dict[Path, str] = {}
         self._claim_lock = threading.Lock()
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
         self.client = client or httpx.Client(
             verify=tls_context(),
             timeout=httpx.Timeout(60.0, connect=10.0),
             follow_redirects=True,
             headers={"User-Agent": USER_AGENT},
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            limits=limits,
+            mounts=loopback_mounts(limits),
         )
 
     def close(self) -> None:
@@ -185,7 +187,8 @@ class Downloader:
         part = dest.with_name(dest.name + ".part")
         if force and part.exists():
             part.unlink()  # --force starts from the first byte, whatever an earlier attempt left
-        size, digest, url = self._with_fresh_url(task, index, refresh, lambda u: self._to_part(u, part, progress))
+        size, digest, url = self._with_fresh_url(task, index, refresh,
+                                                 lambda u, stale: self._to_part(u, part, progress, stale))
         os.replace(part, dest)
         video = task.videos[index]
         sidecar = {
@@ -207,20 +210,23 @@ class Downloader:
     def fetch_to_stream(self, task: Task, index: int, stream: BinaryIO, *, refresh: Callable[[], Task] | None = None,
                         progress: Progress | None = None) -> int:
         """`-o -`: one video to stdout. No resume: bytes already written cannot be taken back."""
-        def copy(url: str) -> tuple[int, str]:
-            return self._stream(url, stream, 0, hashlib.sha256(), progress or _NoProgress(), resumable=False)
+        def copy(url: str, stale: bool) -> tuple[int, str]:
+            return self._stream(url, stream, 0, hashlib.sha256(), progress or _NoProgress(), resumable=False,
+                                stale_if_refused=stale)
 
         size, _digest, _url = self._with_fresh_url(task, index, refresh, copy)
         stream.flush()
         return size
 
     def _with_fresh_url(self, task: Task, index: int, refresh: Callable[[], Task] | None,
-                        fetch: Callable[[str], tuple[int, str]]) -> tuple[int, str, str]:
+                        fetch: Callable[[str, bool], tuple[int, str]]) -> tuple[int, str, str]:
+        """Fetch a video; a URL that is refused (403/404/410) or whose host refuses the connection (a
+        stale URL, e.g. from a task printed by an earlier run) is replaced once by a fresh one."""
         url = task.videos[index].url or ""
         refreshed = False
         while True:
             try:
-                size, digest = fetch(url)
+                size, digest = fetch(url, refresh is not None and not refreshed)
                 return size, digest, url
             except _Gone as gone:
                 if refreshed or refresh is None:
@@ -231,7 +237,8 @@ class Downloader:
                         code="video_gone",
                     ) from None
                 refreshed = True
-                self.out.debug(f"video URL refused (HTTP {gone.status}); asking the provider for a fresh one")
+                why = f"HTTP {gone.status}" if gone.status else "its host refused the connection"
+                self.out.debug(f"video URL refused ({why}); asking the provider for a fresh one")
                 fresh = refresh()
                 if index >= len(fresh.videos) or not fresh.videos[index].url:
                     raise NotFound(f"task {task.id} no longer lists video {index + 1}", code="video_gone") from None
@@ -239,7 +246,8 @@ class Downloader:
                 task.videos[index] = fresh.videos[index]
 
     # -- bytes -----------------------------------------------------------------------------------
-    def _to_part(self, url: str, part: Path, progress: Progress | None) -> tuple[int, str]:
+    def _to_part(self, url: str, part: Path, progress: Progress | None, stale_if_refused: bool = False
+                 ) -> tuple[int, str]:
         progress = progress or _NoProgress()
         for attempt in range(ATTEMPTS):
             digest = hashlib.sha256()
@@ -251,7 +259,8 @@ class Downloader:
                         offset += len(chunk)
             try:
                 with part.open("ab") as handle:
-                    return self._stream(url, handle, offset, digest, progress, resumable=True, part=part)
+                    return self._stream(url, handle, offset, digest, progress, resumable=True, part=part,
+                                        stale_if_refused=stale_if_refused and attempt == 0)
             except _Retry as exc:
                 if attempt == ATTEMPTS - 1:
                     raise ProviderUnavailable(
@@ -265,7 +274,7 @@ class Downloader:
         raise AssertionError("unreachable")
 
     def _stream(self, url: str, sink: BinaryIO, offset: int, digest, progress: Progress, *, resumable: bool,
-                part: Path | None = None) -> tuple[int, str]:
+                part: Path | None = None, stale_if_refused: bool = False) -> tuple[int, str]:
         headers = {"Range": f"bytes={offset}-"} if offset else {}
         try:
             with self.client.stream("GET", url, headers=headers) as response:
@@ -308,6 +317,12 @@ class Downloader:
                     digest_hex = hasher.hexdigest()
                 finally:
                     hasher.abandon()  # on the way out of a failure; nothing left to do after hexdigest()
+        except httpx.ConnectError as exc:
+            if stale_if_refused:
+                raise _Gone(0) from None
+            if not resumable:
+                raise ProviderUnavailable(f"cannot reach the video URL: {exc}", code="download_failed") from None
+            raise _Retry(str(exc) or type(exc).__name__) from None
         except httpx.TransportError as exc:
             if not resumable:
                 raise ProviderUnavailable(f"the download broke: {exc}", code="download_failed") from None

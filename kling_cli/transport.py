@@ -114,14 +114,23 @@ def tls_context() -> ssl.SSLContext:
         return _tls
 
 
+def loopback_mounts(limits: httpx.Limits) -> dict[str, httpx.BaseTransport]:
+    """Loopback hosts (the sandbox, a local gateway) are reached directly, never through a proxy from the
+    environment, which would carry the request off this machine or refuse it."""
+    direct = httpx.HTTPTransport(verify=tls_context(), limits=limits, trust_env=False)
+    return {"all://127.0.0.1": direct, "all://localhost": direct, "all://[::1]": direct}
+
+
 def build_client(base_url: str | None = None, *, timeout: float = 30.0, max_connections: int = 20) -> httpx.Client:
+    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
     return httpx.Client(
         verify=tls_context(),
         base_url=base_url or "",
         timeout=httpx.Timeout(timeout, connect=min(CONNECT_TIMEOUT, timeout)),
         headers={"User-Agent": USER_AGENT},
         follow_redirects=False,
-        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        limits=limits,
+        mounts=loopback_mounts(limits),
     )
 
 

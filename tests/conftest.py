@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ TASK_SECONDS = 0.3
 @pytest.fixture(autouse=True)
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for key in list(os.environ):
-        if key.startswith("KLING_") or key in ("NO_COLOR", "FORCE_COLOR", "TERM"):
+        if key.startswith("KLING_") or key in ("NO_COLOR", "FORCE_COLOR", "TERM") or key.lower().endswith("_proxy"):
             monkeypatch.delenv(key)
     monkeypatch.setenv("KLING_CONFIG_DIR", str(tmp_path / "config"))
     monkeypatch.setenv("KLING_DATA_DIR", str(tmp_path / "data"))
@@ -138,22 +139,24 @@ class ScriptedServer:
                 pass
 
             def handle_one(self) -> None:
-                import time
-
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 server.requests.append({"method": self.command, "path": self.path, "headers": dict(self.headers),
-                                        "body": body})
+                                        "body": body, "at": time.monotonic()})
                 status, headers, payload, delay = server.script.pop(0) if server.script else (
                     500, {}, b'{"error": "script exhausted"}', 0.0)
+                headers = dict(headers)
                 if delay:
                     time.sleep(delay)
-                head = f"HTTP/1.1 {status} X\r\nContent-Length: {len(payload)}\r\n"
+                length = headers.pop("Content-Length", None) or len(payload)
+                head = f"HTTP/1.1 {status} X\r\nContent-Length: {length}\r\n"
                 head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
                 try:
                     self.wfile.write(head.encode() + b"\r\n" + payload)
                 except OSError:
                     pass
+                if str(length) != str(len(payload)):
+                    self.close_connection = True  # a body cut short: the connection ends
 
             do_GET = do_POST = handle_one
 

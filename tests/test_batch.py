@@ -273,3 +273,17 @@ def test_a_row_fixed_and_rerun_loses_its_old_error(kling, kling_profile, tmp_pat
     assert kling("submit", "t2v", "--from-csv", jobs, "--out", results, "--wait").exit_code == 0
     (row,) = manifest(results)
     assert row["status"] == "succeeded" and row["error"] == ""
+
+
+def test_resubmit_uncertain_sends_the_lost_rows_again(kling, sandbox, add_profile, tmp_path):
+    add_profile("ez", sandbox.base_url("newapi"), dialect="newapi", auth="key")
+    jobs = write_csv(tmp_path / "jobs.csv", ["prompt"], [["fox sandbox:lostx1"], ["whale"]])
+    assert kling("submit", "t2v", "--from-csv", jobs).exit_code == 6
+    assert len(server_tasks(sandbox, "newapi")) == 2  # the lost one was created all the same
+    sent = attempts(sandbox, "newapi")
+    again = kling("submit", "t2v", "--from-csv", jobs, "--resubmit-uncertain")
+    assert attempts(sandbox, "newapi") == sent + 1  # the lost row was sent again...
+    # ...with its external id, which Kling keeps unique: refused, so it stays uncertain and is paid once
+    assert again.exit_code == 6 and "probably went through" in again.stderr
+    assert len(server_tasks(sandbox, "newapi")) == 2
+    assert kling("submit", "t2v", "fox", "--resubmit-uncertain").exit_code == 2  # only with --from-csv

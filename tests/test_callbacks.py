@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -58,7 +59,9 @@ def test_new_design_callback_is_read():
 def aigw_body(**changes) -> dict:
     body = {"taskNo": "a1b2c3", "status": "success", "model": "kling_2.6_motion_control", "timestamp": 1234567890,
             "data": {"result": {"video_url": "https://cdn.example.com/v.mp4"}}, "usage": {"totalPoints": 10}}
-    body["sign"] = aigw_signature(body["taskNo"], body["timestamp"], "key-1")
+    # seed 000: sign = SHA256(taskNo + timestamp + apiKey), computed here apart from the code under test
+    body["sign"] = hashlib.sha256(b"a1b2c3" + b"1234567890" + b"key-1").hexdigest()
+    assert body["sign"] == aigw_signature(body["taskNo"], body["timestamp"], "key-1")
     body.update(changes)
     return body
 
@@ -119,12 +122,14 @@ def test_listen_prints_verified_callbacks_and_rejects_forged_ones(sandbox, tmp_p
         url = line.split(" on ")[1].split()[0]
         forged = httpx.post(url, json=aigw_body())  # signed with another key
         assert forged.status_code == 401
-        created = httpx.post(f"{sandbox.base_url('aigw')}/open/aigw/gateway/generations",
-                             headers={"Authorization": f"Bearer {SANDBOX_API_KEY}"},
-                             json={"model": "kling_2.6_motion_control", "callbackUrl": url,
-                                   "params": {"imageUrl": "https://x/a.png", "videoUrl": "https://x/d.mp4",
-                                              "prompt": "p", "mode": "std", "characterOrientation": "image"}})
-        task_no = created.json()["data"]["taskNo"]
+        submitted = subprocess.run(
+            [sys.executable, "-m", "kling_cli", "--dialect", "aigw", "submit", "motion", "--image", "https://x/a.png",
+             "--video",
+             "https://x/d.mp4", "--orientation", "image", "--mode", "std", "--prompt", "p", "--callback-url", url,
+             "-q"], capture_output=True, text=True, env={**env, "KLING_BASE_URL": sandbox.base_url("aigw")},
+            stdin=subprocess.DEVNULL, timeout=30)
+        assert submitted.returncode == 0, submitted.stderr
+        task_no = submitted.stdout.strip()
         out, err = listener.communicate(timeout=20)
     finally:
         listener.kill()

@@ -164,3 +164,19 @@ def test_sandbox_profile_speaks_every_dialect(kling, tmp_path):
         result = kling("--profile", "sandbox", "--dialect", name, "submit", "t2v", "fox", "--download", tmp_path / name)
         assert result.exit_code == 0, (name, result)
         assert f"sandbox: emulating the {name} dialect" in result.stderr
+
+
+def test_aigw_profile_options_reach_the_wire(kling, sandbox, tmp_path):
+    """The README's aigw overrides, end to end: another auth header, the fields at the top level."""
+    key = tmp_path / "key"
+    key.write_text("sandbox-api-key")
+    assert kling("profile", "add", "gw", "--provider", "aigw", "--base-url", sandbox.base_url("aigw"),
+                 "--api-key-file", key, "--default").exit_code == 0
+    config = Path(__import__("os").environ["KLING_CONFIG_DIR"]) / "config.toml"
+    config.write_text(config.read_text() + '\n[profiles.gw.options]\nauth_header = "X-API-Key"\n'
+                      'auth_prefix = ""\nparams_key = ""\n')
+    result = kling("submit", "t2v", "a fox", "--download", tmp_path / "v", "-vv")
+    assert result.exit_code == 0, result
+    assert Path(result.stdout.strip()).read_bytes() == ASSET.read_bytes()
+    (task,) = [t for t in __import__("httpx").get(f"{sandbox.origin}/__sandbox/tasks").json()["tasks"]]
+    assert task["prompt"] == "a fox"

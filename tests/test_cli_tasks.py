@@ -43,11 +43,13 @@ def test_raw_adds_the_provider_payload(kling, kling_profile):
 
 
 def test_status_block_and_json(kling, kling_profile):
-    task_id = submit(kling)
+    task_id = submit(kling, "a slow fox sandbox:slow")  # queued for its first 0.375 s
     human = kling("status", task_id, "--kind", "t2v")
-    assert human.exit_code == 0 and f"id:" in human.stdout and "status:" in human.stdout
+    assert human.exit_code == 0
+    assert re.search(rf"^id:\s+{task_id}$", human.stdout, re.M)
+    assert re.search(r"^status:\s+(queued \(submitted\)|running \(processing\))$", human.stdout, re.M)
     (body,) = kling("status", task_id, "--json").json_lines()
-    assert body["id"] == task_id and body["status"] in ("queued", "running", "succeeded")
+    assert body["id"] == task_id and body["status"] in ("queued", "running") and body["videos"] == []
 
 
 def test_status_finds_the_kind_by_itself_and_says_so(kling, kling_profile):
@@ -325,3 +327,16 @@ def test_a_submit_answer_without_a_task_id_is_uncertain_and_journaled(kling, scr
     assert result.exit_code == 6 and result.json_lines()[0]["error"]["code"] == "submit_uncertain"
     (entry,) = kling("history", "--json").json_lines()
     assert entry["state"] == "uncertain" and entry["task_id"] is None
+
+
+def test_a_base_url_that_answers_html_is_a_configuration_error(kling, scripted, add_profile):
+    add_profile("web", scripted.url + "/wrong", auth="key")
+    scripted.add(200, raw=b"<!doctype html><html><body>Welcome to our site</body></html>",
+                 headers={"Content-Type": "text/html"})
+    result = kling("status", "1", "--kind", "t2v")
+    assert result.exit_code == 3 and "an HTML page" in result.stderr and "base URL" in result.stderr
+
+
+def test_the_poll_interval_has_a_floor(kling, kling_profile):
+    result = kling("wait", "1", "--interval", "0.1")
+    assert result.exit_code == 2 and "--interval" in result.stderr

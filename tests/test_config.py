@@ -70,12 +70,14 @@ def test_world_readable_credentials_warn(kling, tmp_path):
     assert "readable by other users" in result.stderr and "chmod 600" in result.stderr
 
 
-def test_secrets_are_masked_everywhere(kling, tmp_path):
-    add_keyed_profile(kling, tmp_path)
+def test_secrets_are_masked_everywhere(kling, tmp_path, sandbox):
+    add_keyed_profile(kling, tmp_path, "prod", "--base-url", sandbox.base_url("kling"))
     for args in (["profile", "show", "prod"], ["profile", "show", "prod", "--json"], ["profile", "list"],
                  ["profile", "list", "--json"], ["-vv", "status", "1", "--kind", "t2v"]):
         result = kling(*args)
         assert SECRET not in result.stdout + result.stderr, args
+    sent = kling("-vv", "status", "1", "--kind", "t2v")  # the key went over the wire, and was refused
+    assert sent.exit_code == 4 and "GET /v1/videos/text2video/1 -> 401" in sent.stderr
     shown = kling("profile", "show", "prod").stdout
     assert "****" + SECRET[-4:] in shown
 

@@ -103,11 +103,29 @@ def test_numeric_task_id_never_passes_through_a_float():
     assert dialect.parse_task("t2v", payload).id == "866889456698785798"
 
 
-@pytest.mark.parametrize("code", sorted(BUSINESS_CODES))
+# The official error table (kling-official-cometapi.md §1.10): HTTP status, what kling-cli makes of it, and
+# whether it is retried. Written out here, not read from the code under test.
+OFFICIAL_CODES = {
+    1000: (401, AuthRejected, False), 1001: (401, AuthRejected, False), 1002: (401, AuthRejected, False),
+    1003: (401, AuthRejected, False), 1004: (401, AuthRejected, False),
+    1100: (429, RequestRejected, False), 1101: (429, RequestRejected, False), 1102: (429, RequestRejected, False),
+    1103: (403, AuthRejected, False),
+    1200: (400, RequestRejected, False), 1201: (400, RequestRejected, False), 1202: (404, RequestRejected, False),
+    1203: (404, NotFound, False),
+    1300: (400, RequestRejected, False), 1301: (400, RequestRejected, False),
+    1302: (429, ProviderUnavailable, True), 1303: (429, ProviderUnavailable, True), 1304: (429, AuthRejected, False),
+    5000: (500, ProviderUnavailable, True), 5001: (503, ProviderUnavailable, True),
+    5002: (504, ProviderUnavailable, True),
+}
+
+
+def test_the_code_table_covers_the_official_one():
+    assert set(BUSINESS_CODES) == set(OFFICIAL_CODES)
+
+
+@pytest.mark.parametrize("code", sorted(OFFICIAL_CODES))
 def test_every_business_code_is_classified(code):
-    cls, _stable, retryable, _hint = BUSINESS_CODES[code]
-    http = {1000: 401, 1001: 401, 1002: 401, 1003: 401, 1004: 401, 1103: 403, 1202: 404, 1203: 404,
-            5000: 500, 5001: 503, 5002: 504}.get(code, 429 if code in (1100, 1101, 1102, 1302, 1303, 1304) else 400)
+    http, cls, retryable = OFFICIAL_CODES[code]
     error = dialect.error_for(reply(http, {"code": code, "message": "m", "request_id": "r-1"}))
     assert isinstance(error, cls)
     assert error.retryable is retryable

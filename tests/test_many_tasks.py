@@ -254,8 +254,11 @@ def test_download_reports_failed_and_running_tasks_and_fetches_the_rest(kling, k
     (good,) = make_tasks(sandbox, 1)
     (bad,) = make_tasks(sandbox, 1, "fox sandbox:fail")
     kling("wait", good, bad)
-    result = kling("download", good, bad, "-o", tmp_path)
-    assert result.exit_code == 8 and result.stdout.strip() == str(tmp_path / f"{good}.mp4")
+    (running,) = make_tasks(sandbox, 1, "fox sandbox:slow")
+    result = kling("download", running, good, bad, "-o", tmp_path)
+    assert result.exit_code == 8  # a failed task outranks the running one (2)
+    assert result.stdout.strip() == str(tmp_path / f"{good}.mp4")
+    assert f"task {running} is queued" in result.stderr or f"task {running} is running" in result.stderr
 
 
 def test_download_to_stdout(kling_profile, sandbox):
@@ -266,3 +269,57 @@ def test_download_to_stdout(kling_profile, sandbox):
     result = subprocess.run([sys.executable, "-m", "kling_cli", "download", task_id, "-o", "-"], capture_output=True,
                             env=os.environ, stdin=subprocess.DEVNULL)
     assert result.returncode == 0 and result.stdout == ASSET.read_bytes()
+
+
+def test_a_task_printed_by_an_earlier_sandbox_run_still_downloads(kling, tmp_path):
+    """Sandbox URLs name the port of the process that answered; a later run asks for a fresh one."""
+    waited = kling("--profile", "sandbox", "submit", "t2v", "fox", "--wait", "--json")
+    assert waited.exit_code == 0
+    result = kling("--profile", "sandbox", "download", "-", "-o", tmp_path, "-v", input=waited.stdout)
+    assert result.exit_code == 0, result
+    assert "refused the connection" in result.stderr
+    assert Path(result.stdout.strip()).read_bytes() == ASSET.read_bytes()
+
+
+def json_task(task_id: str, *urls: str) -> str:
+    return json.dumps({"id": task_id, "kind": "t2v", "status": "succeeded",
+                       "videos": [{"id": f"v{n}", "url": url, "duration": 5} for n, url in enumerate(urls)]})
+
+
+def test_a_server_that_ignores_range_gets_a_full_download(kling, scripted, tmp_path):
+    full = ASSET.read_bytes()
+    scripted.add(200, raw=full[:20000], headers={"Content-Length": str(len(full))})  # cut after 20 kB
+    scripted.add(200, raw=full)  # the resume's Range is ignored: the whole file again
+    result = kling("--profile", "sandbox", "download", "-", "-o", tmp_path, "-v",
+                   input=json_task("t1", f"{scripted.url}/v.mp4"))
+    assert result.exit_code == 0, result
+    assert (tmp_path / "t1.mp4").read_bytes() == full
+    assert scripted.requests[1]["headers"].get("Range") == "bytes=20000-"
+
+
+def test_a_body_that_is_not_a_video_is_refused_and_not_kept(kling, scripted, tmp_path):
+    scripted.add(200, raw=b"<html>Access denied</html>", headers={"Content-Type": "text/html"})
+    out = tmp_path / "v"
+    result = kling("--profile", "sandbox", "download", "-", "-o", out, input=json_task("t2", f"{scripted.url}/v"))
+    assert result.exit_code == 5 and "did not return an MP4 file (Content-Type text/html)" in result.stderr
+    assert list(out.iterdir()) == []
+
+
+def test_a_download_that_keeps_breaking_says_how_to_resume(kling, scripted, tmp_path):
+    full = ASSET.read_bytes()
+    scripted.add(200, raw=full[:10000], headers={"Content-Length": str(len(full))})
+    for _ in range(3):
+        scripted.add(503, raw=b"busy")
+    result = kling("--profile", "sandbox", "download", "-", "-o", tmp_path, input=json_task("t3", f"{scripted.url}/v"))
+    assert result.exit_code == 6 and "it resumes from t3.mp4.part" in result.stderr
+    assert (tmp_path / "t3.mp4.part").stat().st_size == 10000 and not (tmp_path / "t3.mp4").exists()
+
+
+def test_several_videos_get_their_index(kling, scripted, tmp_path):
+    scripted.add(200, raw=ASSET.read_bytes())
+    scripted.add(200, raw=ASSET.read_bytes())
+    result = kling("--profile", "sandbox", "download", "-", "-o", tmp_path,
+                   input=json_task("t4", f"{scripted.url}/a.mp4", f"{scripted.url}/b.mp4"))
+    assert result.exit_code == 0, result
+    assert sorted(p.name for p in tmp_path.glob("*.mp4")) == ["t4-1.mp4", "t4-2.mp4"]
+    assert json.loads((tmp_path / "t4-2.json").read_text())["video_index"] == 2

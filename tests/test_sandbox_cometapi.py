@@ -147,9 +147,9 @@ def test_motion_control_is_not_offered(sandbox):
     base = sandbox.base_url("cometapi")
     body = {"model_name": "kling-v2-6", "image_url": "https://x/a.png", "video_url": "https://x/a.mp4",
             "character_orientation": "image", "mode": "std"}
-    error = assert_comet_error(httpx.post(base + "/kling/v1/videos/motion-control", json=body, headers=AUTH),
-                               404, "not_found")
-    assert "motion control" in error["message"]
+    answer = httpx.post(base + "/kling/v1/videos/motion-control", json=body, headers=AUTH)
+    assert answer.status_code == 301 and answer.headers["location"] == "/cometapi/"  # §3.5: a wrong path
+    assert "<html>" in answer.text
     assert_comet_error(query(sandbox, "123", "videos/motion-control"), 404, "not_found")
 
 

@@ -7,6 +7,7 @@ import json
 import time
 from email.utils import formatdate
 
+import jwt
 import pytest
 
 from kling_cli.credentials import Credentials
@@ -89,14 +90,23 @@ def test_rate_limit_without_retry_after_backs_off_at_least_a_second(scripted):
 
 
 def test_a_rate_limit_holds_back_every_request_to_the_provider(scripted):
-    scripted.add(429, {"code": 1303, "message": "busy"}, headers={"Retry-After": "3"})
+    """A second request, from another thread, waits for the first one's Retry-After to pass."""
+    import threading
+
+    scripted.add(429, {"code": 1303, "message": "busy"}, headers={"Retry-After": "0.6"})
     scripted.add(200, OK)
     scripted.add(200, OK)
-    sleeps: list[float] = []
-    shared = transport(scripted.url, sleeps=sleeps)
-    shared.send(GET)
-    shared.send(WireRequest("GET", "/v1/videos/text2video/2"))  # sent after the gate, not before
-    assert sleeps == pytest.approx([3.0], abs=0.05) and len(scripted.requests) == 3
+    shared = Transport(base_url=scripted.url, dialect=KlingDialect(), credentials=Credentials(api_key="k" * 20))
+    first = threading.Thread(target=shared.send, args=(GET,))
+    first.start()
+    while not scripted.requests:
+        time.sleep(0.005)
+    time.sleep(0.1)  # the 429 has been answered: the gate is closed
+    shared.send(WireRequest("GET", "/v1/videos/text2video/2"))
+    first.join()
+    refused_at = scripted.requests[0]["at"]
+    assert len(scripted.requests) == 3
+    assert min(r["at"] for r in scripted.requests[1:]) >= refused_at + 0.55
 
 
 @pytest.mark.parametrize("code", [1102, 1101, 1304, 1301, 1201])
@@ -153,8 +163,10 @@ def test_expired_token_is_minted_again_once(scripted):
     scripted.add(200, OK)
     creds = Credentials(access_key="AK", secret_key="S" * 32)
     transport(scripted.url, creds=creds).send(SUBMIT)
-    assert len(scripted.requests) == 2
-    assert all(r["headers"]["Authorization"].startswith("Bearer ey") for r in scripted.requests)
+    assert len(scripted.requests) == 2  # one refused, one with a token minted again
+    for request in scripted.requests:
+        token = request["headers"]["Authorization"].removeprefix("Bearer ")
+        assert jwt.decode(token, "S" * 32, algorithms=["HS256"])["iss"] == "AK"
 
 
 def test_token_refused_twice_is_an_auth_error(scripted):
@@ -194,7 +206,7 @@ def test_deadline_bounds_each_call(scripted):
     assert time.monotonic() - started < 1.0
 
 
-def test_user_agent_and_no_redirect_following(scripted):
+def test_user_agent(scripted):
     scripted.add(200, OK)
     transport(scripted.url).send(GET)
     assert scripted.requests[0]["headers"]["User-Agent"].startswith("kling-cli/")
@@ -257,3 +269,10 @@ def test_an_unreadable_2xx_answer_to_a_submit_is_uncertain_not_refused(scripted,
     with pytest.raises(SubmitUncertain):
         transport(scripted.url).send(SUBMIT)
     assert len(scripted.requests) == 1
+
+
+def test_loopback_is_never_sent_through_a_proxy(scripted, monkeypatch):
+    monkeypatch.setenv("HTTP_PROXY", "http://10.255.255.1:3128")
+    monkeypatch.setenv("ALL_PROXY", "http://10.255.255.1:3128")
+    scripted.add(200, OK)
+    assert transport(scripted.url, timeout=2).send(GET).status == 200

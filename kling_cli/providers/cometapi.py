@@ -41,9 +41,12 @@ class CometApiDialect(KlingDialect):
         return super().parse_task(kind, payload, task_id=task_id)
 
     def error_for(self, reply: Reply) -> ApiError | None:
-        if reply.status == 404 and reply.request_path.endswith("/motion-control"):
+        # Motion control is not documented on CometAPI: its answer to a path it lacks (404, or the 301/HTML
+        # it sends for wrong paths) means the provider does not offer it, not a bad base URL.
+        if reply.request_path.endswith("/motion-control") and (
+                reply.status == 404 or 300 <= reply.status < 400 or not reply.is_json):
             return Unsupported(
-                "motion control is not available on this provider (CometAPI answered 404)",
+                f"motion control is not available on this provider (CometAPI answered HTTP {reply.status})",
                 hint="use a profile on another provider for motion control, e.g. the official API or ezmodel",
                 status=404,
             )

@@ -12,7 +12,9 @@ Routes, under this dialect's mount prefix:
   POSTed, signed `sign = sha256_hex(taskNo + str(timestamp) + apiKey)`.
 
 Inferred (the docs state none of this):
-- auth: `Authorization: Bearer <apiKey>` (§1.3: header unknown; the callback signs with the API key);
+- auth: `Authorization: Bearer <apiKey>` (§1.3: header unknown; the callback signs with the API key), or
+  `X-API-Key: <apiKey>`, the other common gateway convention;
+- body: the Kling fields in a `params` object (§1.4 sketch), or at the top level beside `model`;
 - models: `kling_2.6_motion_control` is documented for motion control; text-to-video names are not
   public, so any `kling_...` name containing `text_to_video` (e.g. `kling_2.6_text_to_video`) is taken
   as text to video (§1.4 "by analogy");
@@ -76,7 +78,7 @@ FAULTS = {
 
 
 def _check_auth(req: Request) -> None:
-    if bearer_token(req) != SANDBOX_API_KEY:
+    if SANDBOX_API_KEY not in (bearer_token(req), req.headers.get("X-API-Key")):
         raise AigwError(401, 1001, "invalid api key")
 
 
@@ -136,9 +138,9 @@ def submit(sandbox: Sandbox, req: Request) -> Response:
             raise _invalid("request body is not valid JSON") from None
         if not isinstance(body, dict):
             raise _invalid("request body must be a JSON object")
-        params = body.get("params")
+        params = body.get("params", {k: v for k, v in body.items() if k not in ("model", "callbackUrl")})
         if not isinstance(params, dict):
-            raise _invalid("params is required")
+            raise _invalid("params must be an object")
         marks = markers(params.get("prompt"))
         key = f"{DIALECT}:{params.get('prompt')}"
         sandbox.count(f"{DIALECT}:submit_attempts")
@@ -198,7 +200,8 @@ def query(sandbox: Sandbox, req: Request) -> Response:
         row = sandbox.store.get(DIALECT, task_no)
         if row is None:
             raise AigwError(404, 1005, "task not found")
-        if sandbox.fires(markers(row.request.get("params", {}).get("prompt")), "flaky", f"query:{row.id}"):
+        prompt = (row.request.get("params") or row.request).get("prompt")
+        if sandbox.fires(markers(prompt), "flaky", f"query:{row.id}"):
             raise AigwError(503, 1503, "service temporarily unavailable")
     except AigwError as error:
         return error.response()

@@ -11,9 +11,9 @@ Routes, under this dialect's mount prefix:
   task_info, created_at, updated_at}}`, no `request_id` (§3.3 create example).
 - `GET /kling/v1/{action}/{action2}/{task_id}` (seed 004: action images|videos|audio, action2 from the
   seed's list): `{"code":0,"message":"SUCCEED","request_id":...,"data":<task object>}`.
-- `POST /kling/v1/videos/motion-control` and its GET: HTTP 404, CometAPI envelope, code `not_found`
-  (motion control is undocumented on CometAPI, §3.2; the lead chose 404 so the client can say so).
-- Any other path: 301 to the site root, which answers an HTML page, never JSON (§3.5 "301 / HTML").
+- `POST /kling/v1/videos/motion-control` is not a CometAPI route (§3.2 documents none), so it answers
+  like any other wrong path: a 301 to the site root, which serves an HTML page, never JSON (§3.5
+  "301 / HTML"). Its query, `GET /kling/v1/videos/motion-control/{id}`, is an unknown `action2`: 404.
 
 Inferred (the docs give statuses and the envelope, not these exact codes or messages):
 - auth: HTTP 401, code "" (§3.5 says code may be ""), message "invalid token"; only the plain key is
@@ -186,14 +186,6 @@ def router(sandbox: Sandbox, prefix: str = "/cometapi") -> FallbackRouter:
     @routes.route("POST", "/kling/v1/videos/text2video")
     def create(req: Request) -> Response:
         return submit_t2v(sandbox, req)
-
-    @routes.route("POST", "/kling/v1/videos/motion-control")
-    def motion(req: Request) -> Response:
-        try:
-            _check_auth(req)
-            raise _not_offered()
-        except CometError as error:
-            return error.response()
 
     @routes.route("GET", "/kling/v1/{action}/{action2}/{task_id}")
     def get_task(req: Request) -> Response:

@@ -222,9 +222,9 @@ class CallbackDispatcher:
     """Every ~0.1 s, POST the callback of each task that has a callback URL, reached a terminal state
     and was not yet notified.
 
-    "Notified" is recorded in the task's `meta` before sending, so a task is notified at most once per
-    database even across restarts; two sandbox processes sharing one state dir may rarely both send
-    (the official docs tell receivers to de-duplicate callbacks anyway, kling-official-cometapi.md §5.20).
+    "Notified" is claimed in the task's `meta` with one conditional UPDATE before sending, so a task is
+    notified at most once per database, across restarts and processes sharing a state dir. A sweep runs
+    at start and at close too, so a callback due while a short-lived process runs is sent by it.
     Delivery failures are logged and not retried (retry policies are undocumented everywhere).
     Only loopback URLs are called: the sandbox is a local emulator and must not reach the network.
     """
@@ -234,6 +234,7 @@ class CallbackDispatcher:
         self.interval = interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._deliveries: list[threading.Thread] = []
         #: how a payload is delivered (replaceable in tests)
         self.post: Callable[[str, dict[str, Any]], None] = _post_json
 
@@ -249,35 +250,45 @@ class CallbackDispatcher:
         if self._thread is not None:
             self._thread.join(timeout=2)
             self._thread = None
+            self._sweep_safely()  # what became due since the last sweep
+        for delivery in self._deliveries:
+            delivery.join(timeout=CALLBACK_TIMEOUT)
+        self._deliveries = []
 
     def _run(self) -> None:
+        self._sweep_safely()
         while not self._stop.wait(self.interval):
-            try:
-                self.sweep()
-            except Exception as exc:  # a closed store at shutdown, a bad row: keep the thread alive
-                self.sandbox._log(f"callback sweep failed: {type(exc).__name__}: {exc}")
+            self._sweep_safely()
+
+    def _sweep_safely(self) -> None:
+        try:
+            self.sweep()
+        except Exception as exc:  # a closed store at shutdown, a bad row: keep the thread alive
+            self.sandbox._log(f"callback sweep failed: {type(exc).__name__}: {exc}")
 
     def sweep(self, now: float | None = None) -> int:
         """Notify every due task once; returns how many were handed to `post`."""
         now = time.time() if now is None else now
         sent = 0
         for row in self.sandbox.store.with_callbacks():
-            if "notified" in row.meta or row.phase(now) not in TERMINAL:
+            if row.phase(now) not in TERMINAL:
                 continue
             build = self.sandbox.callback_payloads.get(row.dialect)
             if build is None or not row.callback_url:
                 continue
             url = row.callback_url
             deliver = is_loopback_url(url)
-            self.sandbox.store.update_meta(
-                row.id, {**row.meta, "notified": {"at": now, "phase": row.phase(now), "sent": deliver}}
-            )
+            if not self.sandbox.store.claim(
+                    row.id, {**row.meta, "notified": {"at": now, "phase": row.phase(now), "sent": deliver}}):
+                continue  # another sandbox process on this state dir sent it
             if not deliver:
                 self.sandbox._log(f"callback for {row.dialect} task {row.id} skipped: {url} is not loopback")
                 continue
             payload = build(self.sandbox, row)
             # one short thread per delivery, so that a slow receiver does not hold up the others
-            threading.Thread(target=self._deliver, args=(url, payload, row), daemon=True).start()
+            delivery = threading.Thread(target=self._deliver, args=(url, payload, row), daemon=True)
+            delivery.start()
+            self._deliveries = [d for d in self._deliveries if d.is_alive()] + [delivery]
             sent += 1
         return sent
 

@@ -114,7 +114,8 @@ def _enum(body: dict[str, Any], key: str, allowed: set[str] | tuple[str, ...], *
 
 
 def validate_t2v(body: dict[str, Any]) -> None:
-    model = body.get("model_name") or body.get("model") or "kling-v1"
+    # §1.4: the legacy alias `model` is accepted and behaves as an empty model_name, i.e. kling-v1
+    model = body.get("model_name") or "kling-v1"
     if model not in T2V_MODELS:
         raise _invalid(f"model_name {model} is invalid")
     prompt = _optional_str(body, "prompt", limit=PROMPT_LIMIT)

@@ -141,28 +141,41 @@ class Store:
     def by_video(self, video_id: str) -> TaskRow | None:
         return self._one("video_id = ?", (video_id,))
 
-    def update_meta(self, task_id: str, meta: dict[str, Any]) -> None:
-        with self._lock:
-            self._db.execute("UPDATE tasks SET meta = ? WHERE id = ?", (json.dumps(meta), task_id))
-
     def all(self) -> list[TaskRow]:
         with self._lock:
             ids = [r[0] for r in self._db.execute("SELECT id FROM tasks ORDER BY created")]
         return [row for row in (self._one("id = ?", (task_id,)) for task_id in ids) if row is not None]
 
     def with_callbacks(self) -> list[TaskRow]:
+        """Tasks with a callback URL whose callback has not been claimed yet."""
         with self._lock:
-            ids = [r[0] for r in self._db.execute("SELECT id, dialect FROM tasks WHERE callback_url IS NOT NULL")]
+            ids = [r[0] for r in self._db.execute(
+                "SELECT id FROM tasks WHERE callback_url IS NOT NULL AND instr(meta, '\"notified\"') = 0")]
         rows = [self._one("id = ?", (task_id,)) for task_id in ids]
         return [row for row in rows if row is not None]
 
-    def bump(self, key: str) -> int:
-        """Increment a named counter and return its new value."""
+    def claim(self, task_id: str, meta: dict[str, Any]) -> bool:
+        """Record a task's callback as sent, unless another process got there first: True if it is ours."""
         with self._lock:
-            self._db.execute(
-                "INSERT INTO counters VALUES (?, 1) ON CONFLICT(key) DO UPDATE SET n = n + 1", (key,)
-            )
-            return self._db.execute("SELECT n FROM counters WHERE key = ?", (key,)).fetchone()[0]
+            cursor = self._db.execute(
+                "UPDATE tasks SET meta = ? WHERE id = ? AND instr(meta, '\"notified\"') = 0",
+                (json.dumps(meta), task_id))
+            return cursor.rowcount == 1
+
+    def bump(self, key: str) -> int:
+        """Increment a named counter and return its new value, atomically across processes."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(
+                    "INSERT INTO counters VALUES (?, 1) ON CONFLICT(key) DO UPDATE SET n = n + 1", (key,)
+                )
+                value = self._db.execute("SELECT n FROM counters WHERE key = ?", (key,)).fetchone()[0]
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            return value
 
     def counter(self, key: str) -> int:
         with self._lock:
