@@ -4,6 +4,7 @@ fields, every exit code, and the faults a real provider throws at a paid submit.
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -272,7 +273,7 @@ def test_motion_needs_orientation_and_mode(kling, kling_profile):
 
 
 def test_profile_defaults_fill_unset_options(kling, kling_profile):
-    config = Path(__import__("os").environ["KLING_CONFIG_DIR"]) / "config.toml"
+    config = Path(os.environ["KLING_CONFIG_DIR"]) / "config.toml"
     config.write_text(config.read_text() + '\n[profiles.test.defaults]\norientation = "video"\nmode = "pro"\n'
                       'duration = 7\n')
     motion = kling("submit", "motion", "--image", "https://x/a.png", "--video", "https://x/d.mp4")
