@@ -8,7 +8,7 @@ from typing import Any
 
 from kling_cli.batch import BatchOptions, BatchRun, Planned, Plan, plan_rows
 from kling_cli.cli._common import AppContext
-from kling_cli.cli._many import DownloadPlan, _Tally, finish_downloads, start_download
+from kling_cli.cli._many import DownloadPlan, Tally, finish_downloads, start_download
 from kling_cli.errors import ExitCode, UsageError, WaitTimeout
 from kling_cli.models import Task, TaskStatus
 from kling_cli.progress import View
@@ -68,7 +68,7 @@ def run_batch(ctx: AppContext, opts: BatchOptions, run: RunOptions) -> int:
         manifest = Manifest(run.outs)
         for number, line, message in plan.problems:
             manifest.update(number, line=line, status="invalid", error=message, task_id=None, identity=None)
-    tally = _Tally()
+    tally = Tally()
     view = View(out, total=len(plan.rows))
     printed: set[int] = set()  # each row's line goes to stdout once, when it ends for this run
 

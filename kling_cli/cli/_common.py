@@ -8,7 +8,7 @@ import inspect
 import os
 import sys
 from dataclasses import dataclass, fields
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Any, Callable, Optional, get_type_hints
 
 import typer
 
@@ -179,23 +179,36 @@ def run_guarded(ctx: AppContext, body: Callable[[], Any]) -> Any:
     return result
 
 
-def command(app: typer.Typer, name: str, *, task_options: bool = False, **kwargs: Any) -> Callable:
+def _keyword(name: str, annotation: Any, default: Any = inspect.Parameter.empty) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
+
+
+def command(app: typer.Typer, name: str, *, task_options: bool = False, groups: dict[str, type] | None = None,
+            **kwargs: Any) -> Callable:
     """Register `fn(ctx: AppContext, ...)` as a command that also accepts the global options.
 
     The function's own parameters are Typer parameters; the global ones are appended to its signature,
-    merged with those given before the subcommand, and handed over as an `AppContext`.
+    merged with those given before the subcommand, and handed over as an `AppContext`. Each of `groups`
+    names a parameter of `fn` and a dataclass whose fields (typed with Typer's Annotated options) are
+    options several commands share: they are appended too, and handed over as one instance.
     """
+    groups = groups or {}
 
     def register(fn: Callable[..., Any]) -> Callable[..., Any]:
         signature = inspect.signature(fn, eval_str=True)
-        own = list(signature.parameters.values())[1:]
+        own = [p for p in list(signature.parameters.values())[1:] if p.name not in groups]
         shared = {**_COMMON, **(_TASK if task_options else {})}
-        extra = [inspect.Parameter("typer_context", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)]
-        extra += [inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
-                                    default=_DEFAULTS[key]) for key, annotation in shared.items()]
+        extra = []
+        for cls in groups.values():
+            hints = get_type_hints(cls, include_extras=True)
+            extra += [_keyword(f.name, hints[f.name], f.default) for f in fields(cls)]
+        extra.append(_keyword("typer_context", typer.Context))
+        extra += [_keyword(key, annotation, _DEFAULTS[key]) for key, annotation in shared.items()]
 
         def wrapper(**values: Any) -> Any:
             typer_context: typer.Context = values.pop("typer_context")
+            for group, cls in groups.items():
+                values[group] = cls(**{f.name: values.pop(f.name) for f in fields(cls)})
             local = Options(**{key: values.pop(key) for key in shared})
             root = typer_context.find_root().obj
             opts = root.merged(local) if isinstance(root, Options) else local

@@ -32,7 +32,7 @@ class DownloadPlan:
 
 
 @dataclass
-class _Tally:
+class Tally:
     """What went wrong, to pick the exit code once everything is done."""
 
     errors: list[KlingError] = field(default_factory=list)
@@ -55,7 +55,7 @@ class _Tally:
         return int(self.errors[0].exit_code) if self.errors else 0
 
 
-def _report_failure(ctx: AppContext, task: Task, tally: _Tally) -> None:
+def _report_failure(ctx: AppContext, task: Task, tally: Tally) -> None:
     ctx.out.task(task)
     reason = task.error.message if task.error else "no reason given"
     error = TaskFailed(f"task {task.id} failed: {reason}", extra={"task_ids": [task.id]})
@@ -64,7 +64,7 @@ def _report_failure(ctx: AppContext, task: Task, tally: _Tally) -> None:
     tally.errors.append(error)
 
 
-def start_download(ctx: AppContext, task: Task, plan: DownloadPlan, view: View, tally: _Tally,
+def start_download(ctx: AppContext, task: Task, plan: DownloadPlan, view: View, tally: Tally,
                    manifest: Manifest | None = None) -> None:
     """Download every video of a succeeded task on the worker pool; print its files when they are in."""
     service = ctx.service()
@@ -98,7 +98,7 @@ def start_download(ctx: AppContext, task: Task, plan: DownloadPlan, view: View, 
     tally.downloads.append(service.download_pool.submit(job))
 
 
-def finish_downloads(ctx: AppContext, tally: _Tally) -> None:
+def finish_downloads(ctx: AppContext, tally: Tally) -> None:
     wait(tally.downloads)  # every download settles before anything is reported or raised
     for future in tally.downloads:
         error = future.exception()
@@ -122,7 +122,7 @@ def wait_many(
     service = ctx.service()
     out = ctx.out
     ctx.running[:] = [ref.id for ref in refs]
-    tally = _Tally()
+    tally = Tally()
     view = View(out, [ref.id for ref in refs])
 
     def on_update(task: Task) -> None:
@@ -189,7 +189,7 @@ def download_many(ctx: AppContext, refs: list[TaskRef], plan: DownloadPlan, mani
     """Look up what the input did not carry, then download every video of every succeeded task."""
     service = ctx.service()
     out = ctx.out
-    tally = _Tally()
+    tally = Tally()
     lookup = [ref for ref in refs if ref.task is None or not ref.task.terminal]
     found = service.get_many(lookup) if lookup else {}
     ready: list[Task] = []

@@ -117,23 +117,30 @@ def _defaults(ctx: AppContext, kind: str, flags: dict[str, Any]) -> dict[str, An
 
 @dataclass
 class _Follow:
-    wait: bool
-    timeout: str
-    interval: float | None
-    download: Path | None
+    """What to do once the task is accepted: the options every submit command shares."""
+
+    wait: WaitOpt = False
+    timeout: TimeoutOpt = "1h"
+    interval: IntervalOpt = None
+    download: DownloadOpt = None
 
 
 @dataclass
 class _Batch:
-    from_csv: Path | None
-    extra_columns: bool
-    skip_invalid: bool
-    dry_run: bool
-    out: list[Path] | None
-    max_in_flight: int
-    rate: str | None
-    shard: str | None
-    resubmit_uncertain: bool
+    """The --from-csv options every submit command shares."""
+
+    from_csv: FromCsvOpt = None
+    extra_columns: ExtraColumnsOpt = False
+    skip_invalid: SkipInvalidOpt = False
+    dry_run: DryRunOpt = False
+    out: OutOpt = None
+    max_in_flight: MaxInFlightOpt = DEFAULT_MAX_IN_FLIGHT
+    rate: RateOpt = None
+    shard: ShardOpt = None
+    resubmit_uncertain: ResubmitOpt = False
+
+
+_GROUPS = {"follow": _Follow, "batch": _Batch}
 
 
 def _run(ctx: AppContext, kind: str, fields: dict[str, Any], batch: _Batch, follow: _Follow, build) -> int:
@@ -184,7 +191,7 @@ def _submit(ctx: AppContext, kind: str, req: Any, follow: _Follow, deadline: flo
     return wait_many(ctx, [TaskRef(task.id, kind)], timeout=deadline, interval=follow.interval, download=plan)
 
 
-@command(submit_app, "t2v", task_options=True)
+@command(submit_app, "t2v", task_options=True, groups=_GROUPS)
 def submit_t2v(
     ctx: AppContext,
     prompt: Annotated[Optional[str], typer.Argument(help="What the video shows (at most 2500 characters).",
@@ -204,19 +211,9 @@ def submit_t2v(
     callback_url: CallbackOpt = None,
     external_id: ExternalIdOpt = None,
     extra: ExtraOpt = None,
-    wait: WaitOpt = False,
-    timeout: TimeoutOpt = "1h",
-    interval: IntervalOpt = None,
-    download: DownloadOpt = None,
-    from_csv: FromCsvOpt = None,
-    extra_columns: ExtraColumnsOpt = False,
-    skip_invalid: SkipInvalidOpt = False,
-    dry_run: DryRunOpt = False,
-    out: OutOpt = None,
-    max_in_flight: MaxInFlightOpt = DEFAULT_MAX_IN_FLIGHT,
-    rate: RateOpt = None,
-    shard: ShardOpt = None,
-    resubmit_uncertain: ResubmitOpt = False,
+    *,
+    follow: _Follow,
+    batch: _Batch,
 ) -> int:
     """Submit a text-to-video task, or one per row of a CSV file.
 
@@ -224,14 +221,14 @@ def submit_t2v(
     """
     from kling_cli.models import T2VRequest
 
-    if (prompt is None) == (from_csv is None):
+    if (prompt is None) == (batch.from_csv is None):
         raise UsageError("give either a PROMPT or --from-csv FILE", hint='kling submit t2v "a red fox" or '
                          "kling submit t2v --from-csv jobs.csv")
     fields = {"model": model, "mode": mode.value if mode else None, "duration": duration,
               "aspect_ratio": aspect_ratio.value if aspect_ratio else None, "negative_prompt": negative_prompt,
               "cfg_scale": cfg_scale, "camera_control": _camera(camera_control), "callback_url": callback_url,
               "extra": parse_extra(extra)}
-    if external_id and from_csv:
+    if external_id and batch.from_csv:
         raise UsageError("--external-id names one task: with --from-csv use an external_id column")
 
     def build(values: dict[str, Any]) -> T2VRequest:
@@ -241,8 +238,7 @@ def submit_t2v(
                           camera_control=values.get("camera_control"), callback_url=values.get("callback_url"),
                           external_id=external_id, extra=values.get("extra", {}))
 
-    batch = _Batch(from_csv, extra_columns, skip_invalid, dry_run, out, max_in_flight, rate, shard, resubmit_uncertain)
-    return _run(ctx, "t2v", fields, batch, _Follow(wait, timeout, interval, download), build)
+    return _run(ctx, "t2v", fields, batch, follow, build)
 
 
 _MOTION_REQUIRED = {
@@ -253,7 +249,7 @@ _MOTION_REQUIRED = {
 }
 
 
-@command(submit_app, "motion", task_options=True)
+@command(submit_app, "motion", task_options=True, groups=_GROUPS)
 def submit_motion(
     ctx: AppContext,
     image: Annotated[Optional[str], typer.Option("--image", metavar="PATH|URL", help="The subject: a jpg/png file or "
@@ -275,19 +271,9 @@ def submit_motion(
     callback_url: CallbackOpt = None,
     external_id: ExternalIdOpt = None,
     extra: ExtraOpt = None,
-    wait: WaitOpt = False,
-    timeout: TimeoutOpt = "1h",
-    interval: IntervalOpt = None,
-    download: DownloadOpt = None,
-    from_csv: FromCsvOpt = None,
-    extra_columns: ExtraColumnsOpt = False,
-    skip_invalid: SkipInvalidOpt = False,
-    dry_run: DryRunOpt = False,
-    out: OutOpt = None,
-    max_in_flight: MaxInFlightOpt = DEFAULT_MAX_IN_FLIGHT,
-    rate: RateOpt = None,
-    shard: ShardOpt = None,
-    resubmit_uncertain: ResubmitOpt = False,
+    *,
+    follow: _Follow,
+    batch: _Batch,
 ) -> int:
     """Submit a motion-control task (the subject of an image performs the motion of a reference video), or one per
     row of a CSV file.
@@ -296,7 +282,7 @@ def submit_motion(
     """
     from kling_cli.models import MediaRef, MotionRequest
 
-    if external_id and from_csv:
+    if external_id and batch.from_csv:
         raise UsageError("--external-id names one task: with --from-csv use an external_id column")
     fields = {"image": image, "video": video, "orientation": orientation.value if orientation else None,
               "mode": mode.value if mode else None, "prompt": prompt, "keep_sound": keep_sound, "model": model,
@@ -312,5 +298,4 @@ def submit_motion(
                              callback_url=values.get("callback_url"), external_id=external_id,
                              extra=values.get("extra", {}))
 
-    batch = _Batch(from_csv, extra_columns, skip_invalid, dry_run, out, max_in_flight, rate, shard, resubmit_uncertain)
-    return _run(ctx, "motion", fields, batch, _Follow(wait, timeout, interval, download), build)
+    return _run(ctx, "motion", fields, batch, follow, build)

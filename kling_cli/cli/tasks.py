@@ -81,7 +81,7 @@ def batch_status(
     Example: kling batch-status --from manifest.csv --json
     """
     from kling_cli.cli._tables import print_status_table
-    from kling_cli.errors import KlingError
+    from kling_cli.errors import ExitCode, KlingError
     from kling_cli.models import TaskStatus
     from kling_cli.progress import summary_line
 
@@ -109,7 +109,7 @@ def batch_status(
     if errors:
         return int(errors[0].exit_code)
     if check and counts.get(TaskStatus.FAILED.value):
-        return 8
+        return int(ExitCode.TASK_FAILED)
     return 0
 
 
