@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import json
@@ -22,7 +23,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
 from kling_cli.errors import (
     AuthRejected,
@@ -94,45 +95,87 @@ def _header(name: str) -> str:
     return name.strip().lower().replace("-", "_").replace(" ", "_")
 
 
-def read_rows(path: Path) -> Iterator[Row]:
-    """Rows as dicts keyed by normalized column names, streamed (memory does not grow with the file)."""
+def _lines(path: Path, handle: BinaryIO) -> Iterator[str]:
+    """The file's lines, decoded one at a time so that a bad byte is named by its own line (a text stream
+    decodes ahead in chunks), with the UTF-8 BOM dropped; CR LF ends are left to the csv module."""
+    for number, raw in enumerate(handle, 1):
+        if number == 1 and raw.startswith(codecs.BOM_UTF8):
+            raw = raw[len(codecs.BOM_UTF8):]
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"{path}:{number}: not valid UTF-8 (byte {exc.start + 1} of the line)",
+                             hint="save the file as UTF-8") from None
+        if "\0" in text:
+            raise UsageError(f"{path}:{number}: a NUL byte; a text CSV has none",
+                             hint="this looks like a binary file or a UTF-16 export: save it as UTF-8 CSV")
+        yield text
+
+
+def _records(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """(line the record starts on, its cells), refusing what cannot be read one way only: an unterminated
+    quote would otherwise swallow the lines after it into one cell."""
     try:
-        handle = path.open(newline="", encoding="utf-8-sig")
+        handle = path.open("rb")
     except FileNotFoundError:
         raise UsageError(f"--from-csv: file not found: {path}") from None
+    except IsADirectoryError:
+        raise UsageError(f"--from-csv: {path} is a directory, not a CSV file") from None
     except OSError as exc:
         raise UsageError(f"--from-csv: cannot read {path}: {exc.strerror}") from None
     with handle:
-        reader = csv.reader(handle)
-        try:
-            header = [_header(h) for h in next(reader)]
-        except StopIteration:
-            raise UsageError(f"{path} is empty: it needs a header row") from None
-        except (csv.Error, UnicodeDecodeError) as exc:
-            raise UsageError(f"{path}:1: not a readable CSV header ({exc})") from None
-        if len(set(header)) != len(header):
-            raise UsageError(f"{path}:1: a column appears twice")
-        number = 0
+        reader = csv.reader(_lines(path, handle), strict=True)
         while True:
+            start = reader.line_num + 1
             try:
                 cells = next(reader)
             except StopIteration:
                 return
-            except (csv.Error, UnicodeDecodeError) as exc:
-                raise UsageError(f"{path}:{reader.line_num}: not readable as CSV ({exc})") from None
-            if not any(cell.strip() for cell in cells):
-                continue
-            number += 1
-            values = dict(zip(header, cells))
-            if len(cells) > len(header):
-                values["__extra_cells__"] = str(len(cells) - len(header))
-            yield Row(number, reader.line_num, values)
+            except csv.Error as exc:
+                problem = ("a quote opened on this line is never closed" if "unexpected end of data" in str(exc)
+                           else f"a quoted cell starting on this line is malformed ({exc})")
+                raise UsageError(f"{path}:{start}: {problem}", hint="close the quote, or double a quote "
+                                 'inside a quoted cell ("")') from None
+            except OSError as exc:
+                raise UsageError(f"--from-csv: cannot read {path}: {exc.strerror}") from None
+            yield start, cells
+
+
+def _columns(path: Path, cells: list[str]) -> list[str]:
+    header = [_header(h) for h in cells]
+    if len(set(header)) != len(header):
+        raise UsageError(f"{path}:1: a column appears twice")
+    return header
+
+
+def read_header(path: Path) -> list[str]:
+    first = next(_records(path), None)
+    if first is None:
+        raise UsageError(f"{path} is empty: it needs a header row")
+    return _columns(path, first[1])
+
+
+def read_rows(path: Path) -> Iterator[Row]:
+    """Rows as dicts keyed by normalized column names, streamed (memory does not grow with the file)."""
+    records = _records(path)
+    first = next(records, None)
+    if first is None:
+        raise UsageError(f"{path} is empty: it needs a header row")
+    header = _columns(path, first[1])
+    number = 0
+    for line, cells in records:
+        if not any(cell.strip() for cell in cells):
+            continue
+        number += 1
+        values = dict(zip(header, cells))
+        if len(cells) > len(header):
+            values["__extra_cells__"] = str(len(cells) - len(header))
+        yield Row(number, line, values)
 
 
 def check_columns(path: Path, kind: str, extra_columns: bool) -> list[str]:
     """Unknown columns: an error unless --extra-columns passes them through as provider fields."""
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        header = [_header(h) for h in next(csv.reader(handle), [])]
+    header = read_header(path)
     unknown = [name for name in header if name not in COLUMNS[kind]]
     if unknown and not extra_columns:
         raise UsageError(f"{path}:1: unknown column(s) for {kind}: {', '.join(unknown)}",
