@@ -598,7 +598,7 @@ class BatchRun:
         try:
             self.service.preflight(item.kind, req)
             task = self.service.submit(item.kind, req, identity=item.identity, batch=str(self.opts.csv_path),
-                                       row=item.row.number)
+                                       row=item.row.number, adopt=not item.identity.startswith("ext:"))
         except ProviderUnavailable as exc:
             if exc.code in ("concurrency_limit", "rate_limited") and not isinstance(exc, SubmitUncertain):
                 item.tries += 1
