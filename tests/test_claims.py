@@ -14,6 +14,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Callable
 
 import httpx
 import pytest
@@ -77,6 +78,20 @@ def submitted_rows() -> int:
     return count("SELECT count(*) FROM submissions WHERE task_id IS NOT NULL")
 
 
+def kill_between_submits(victim: subprocess.Popen, claims: Callable[[int], int]) -> None:
+    """SIGKILL a batch process between two of its submits (stopped, it holds no claim), so that no answer is
+    lost on a dialect that cannot look one up; a claim left by a process killed while sending has a test of
+    its own (`test_a_claim_left_by_a_killed_process_goes_through_reconcile`)."""
+    while True:
+        victim.send_signal(signal.SIGSTOP)
+        if claims(victim.pid) == 0:
+            break
+        victim.send_signal(signal.SIGCONT)
+        time.sleep(0.005)  # let it finish the submit it is in
+    victim.kill()
+    victim.wait()
+
+
 def assert_each_row_once(sandbox, dialect: str, manifests: list[Path], count: int = ROWS) -> None:
     tasks = server_tasks(sandbox, dialect)
     assert len(tasks) == count and max(Counter(t["prompt"] for t in tasks).values()) == 1
@@ -106,16 +121,7 @@ def test_one_of_three_killed_halfway_and_rerun_still_pays_each_row_once(ace, san
     procs = [start([*command, "--out", tmp_path / f"m{n}.csv"]) for n in range(3)]
     victim = procs[0]
     wait_for(lambda: submitted_rows() >= ROWS // 3, what="a third of the rows submitted")
-    # SIGKILL between two submits (stopped, it holds no claim), so that no answer is lost on a dialect that
-    # cannot look one up; a claim left by a process killed while sending has its own test below
-    while True:
-        victim.send_signal(signal.SIGSTOP)
-        if claims_of(victim.pid) == 0:
-            break
-        victim.send_signal(signal.SIGCONT)
-        time.sleep(0.005)
-    victim.kill()
-    victim.wait()
+    kill_between_submits(victim, claims_of)
     assert [finish(p)[0] for p in procs[1:]] == [0, 0]
     rerun = start([*command, "--out", tmp_path / "m0.csv"])
     code, _out, err = finish(rerun)

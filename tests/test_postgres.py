@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import itertools
 import os
-import signal
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 import pgserver
 from test_batch import attempts, manifest, server_tasks
-from test_claims import ROWS, assert_each_row_once, finish, jobs, start, wait_for
+from test_claims import ROWS, assert_each_row_once, finish, jobs, kill_between_submits, start, wait_for
 
 _databases = itertools.count()
 
@@ -91,14 +89,7 @@ def test_a_machine_killed_halfway_and_rerun_on_a_shared_journal(ace, sandbox, pg
             return 0
 
     wait_for(lambda: submitted() >= ROWS // 3, what="a third of the rows submitted")
-    while True:  # killed between two submits: see test_claims for why, and for a claim left mid-send
-        victim.send_signal(signal.SIGSTOP)
-        if query(pg_url, "SELECT count(*) FROM claims WHERE pid = %s", victim.pid)[0][0] == 0:
-            break
-        victim.send_signal(signal.SIGCONT)
-        time.sleep(0.005)
-    victim.kill()
-    victim.wait()
+    kill_between_submits(victim, lambda pid: query(pg_url, "SELECT count(*) FROM claims WHERE pid = %s", pid)[0][0])
     assert [finish(p)[0] for p in procs[1:]] == [0, 0]
     rerun = finish(start([*command, "--out", tmp_path / "m0.csv"], machine(tmp_path, "d0", pg_url)))
     assert rerun[0] == 0, rerun[2][-2000:]
