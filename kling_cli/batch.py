@@ -367,6 +367,15 @@ class BatchResult:
     not_sent: int = 0
 
 
+def _let_go(release: Callable[[], None]) -> None:
+    """Give claims up; if the journal is gone they end with this process (or, seen from another host, their
+    lease), which is all a claim needs."""
+    try:
+        release()
+    except Exception:
+        pass
+
+
 class BatchRun:
     """Submit the planned rows under the in-flight and rate limits, following tasks as they run."""
 
@@ -494,7 +503,7 @@ class BatchRun:
             self._journal_lost(exc)
             return False
         finally:
-            self.service._remember(lambda: journal.release(profile, item.external_id, this_process()))
+            _let_go(lambda: journal.release(profile, item.external_id, this_process()))
 
     def _recover(self, item: Planned, entry, took_over: bool) -> bool:
         """The claimed row was sent before and its answer never recorded: find its task (the manifest of an
@@ -603,7 +612,7 @@ class BatchRun:
             if exc.code in ("concurrency_limit", "rate_limited") and not isinstance(exc, SubmitUncertain):
                 item.tries += 1
                 item.not_before = self.service.clock() + min(REQUEUE_DELAY * 2 ** (item.tries - 1), REQUEUE_MAX)
-                self.cap = max(1, len(self.waiter.tracked)) if self.waiter.tracked else None
+                self.cap = max(1, self._own_in_flight()) if self._own_in_flight() else None
                 self.queue.appendleft(item)
                 self.on_event(item, "requeued", exc.message, None)
                 return True
@@ -649,7 +658,7 @@ class BatchRun:
             if journal is not None and self.result.journal_lost is None:
                 from kling_cli.claims import this_process
 
-                self.service._remember(lambda: journal.release_all(this_process()))
+                _let_go(lambda: journal.release_all(this_process()))
         self.result.pending = list(self.waiter.tracked)
         return self.result
 
