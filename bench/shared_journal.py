@@ -55,14 +55,15 @@ def drain(kling: list[str], env: dict[str, str], root: Path, csv_path: Path, pro
     started = time.perf_counter()
     for n in range(processes):
         data = root / f"data-{processes}-{n}"
-        procs.append(subprocess.Popen(
+        data.mkdir()
+        # stderr to a file, not a pipe: a pipe nobody reads yet fills up and stops the process writing to it
+        procs.append((subprocess.Popen(
             [*kling, "submit", "t2v", "--from-csv", str(csv_path), "--wait", "--max-in-flight", str(in_flight),
              "--out", str(data / "results.csv")], env={**env, "KLING_DATA_DIR": str(data), "KLING_JOURNAL": journal},
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL))
-    for proc in procs:
-        _out, err = proc.communicate()
-        if proc.returncode != 0:
-            raise SystemExit(f"a kling process exited {proc.returncode}: {err.decode()[-800:]}")
+            stdout=subprocess.DEVNULL, stderr=(data / "stderr").open("w"), stdin=subprocess.DEVNULL), data))
+    for proc, data in procs:
+        if proc.wait() != 0:
+            raise SystemExit(f"a kling process exited {proc.returncode}: {(data / 'stderr').read_text()[-800:]}")
     return time.perf_counter() - started
 
 

@@ -465,7 +465,8 @@ class BatchRun:
                 self.result.succeeded += 1
             else:
                 self.result.failed += 1
-            self._mark(item, task.status.value, "done in an earlier run", task)
+            self._mark(item, task.status.value, "done by another process" if other else "done in an earlier run",
+                       task)
             self.on_done_cb(item, task)
         else:
             by = "by another process" if other else "in an earlier run"

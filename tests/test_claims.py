@@ -10,6 +10,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -36,13 +37,23 @@ def wait_for(condition, timeout: float = 20.0, what: str = "a condition"):
 
 
 def start(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
-    return subprocess.Popen([*KLING, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            stdin=subprocess.DEVNULL, env=env or os.environ, text=True)
+    """A `kling` process whose output goes to files: a pipe not read yet would fill up and stop it (holding
+    its claims, so that the others following it would wait too)."""
+    out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+    proc = subprocess.Popen([*KLING, *map(str, args)], stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                            env=env or os.environ, text=True)
+    proc.outputs = (out, err)  # type: ignore[attr-defined]
+    return proc
 
 
 def finish(proc: subprocess.Popen) -> tuple[int, str, str]:
-    out, err = proc.communicate(timeout=60)
-    return proc.returncode, out, err
+    proc.wait(timeout=60)
+    texts = []
+    for handle in proc.outputs:  # type: ignore[attr-defined]
+        handle.seek(0)
+        texts.append(handle.read())
+        handle.close()
+    return proc.returncode, texts[0], texts[1]
 
 
 @pytest.fixture

@@ -257,7 +257,8 @@ class Journal:
         The claim is taken first (a unique key: exactly one INSERT wins), and only then is the submit's
         latest entry read, so a process that wins a claim another has just released sees what that one
         recorded. A claim whose process is gone is taken over, never sent blind: the caller reconciles the
-        entry it left. Raises JournalError: without a claim nothing may be sent.
+        entry it left (with no entry, that process never recorded an intent, so it sent nothing). Raises
+        JournalError: without a claim nothing may be sent.
         """
         try:
             with self._lock:
