@@ -268,3 +268,15 @@ def test_a_manifest_row_naming_a_task_is_never_rewritten_to_refused(kling, sandb
     assert again.exit_code == 8 and "already exists" in again.stderr
     assert [(r["task_id"], r["status"]) for r in manifest(results)] == [(r["task_id"], r["status"]) for r in before]
     assert len(server_tasks(sandbox, "newapi")) == 3
+
+
+def test_journal_option_and_variable_choose_a_sqlite_file(kling, kling_profile, tmp_path):
+    shared = tmp_path / "shared" / "kling.db"
+    task_id = kling("--journal", f"sqlite://{shared}", "submit", "t2v", "fox", "-q").stdout.strip()
+    assert task_id and shared.exists() and not journal_db().exists()
+    (entry,) = kling("history", "--json", env={"KLING_JOURNAL": str(shared)}).json_lines()
+    assert entry["task_id"] == task_id
+    assert kling("history", "--json").stdout == ""  # the default journal is another one
+    clash = kling("submit", "t2v", "fox", "--journal", str(shared), "--no-journal")
+    assert clash.exit_code == 2 and "contradict" in clash.stderr
+    assert kling("--journal", "mysql://db/kling", "submit", "t2v", "fox").exit_code == 3
