@@ -16,12 +16,12 @@ _kling_info() {
     case "$1" in
         'kling')
             _kling_subs=(batch-status callback download history profile sandbox status submit wait)
-            _kling_opts=(--version --profile -p --json --quiet -q --verbose -v --no-color --no-input --raw --dialect --no-journal --help -h)
-            _kling_vopts=' --profile -p --dialect '
+            _kling_opts=(--version --profile -p --json --quiet -q --verbose -v --no-color --no-input --raw --dialect --no-journal --journal --help -h)
+            _kling_vopts=' --profile -p --dialect --journal '
             ;;
         'kling batch-status')
-            _kling_opts=(--from --kind --concurrency --check --profile -p --json --quiet -q --verbose -v --no-color --no-input --raw --dialect --no-journal --help -h)
-            _kling_vopts=' --from --kind --concurrency --profile -p --dialect '
+            _kling_opts=(--from --kind --concurrency --check --profile -p --json --quiet -q --verbose -v --no-color --no-input --raw --dialect --no-journal --journal --help -h)
+            _kling_vopts=' --from --kind --concurrency --profile -p --dialect --journal '
             _kling_nargs=1
             _kling_varargs=1
             ;;
@@ -38,14 +38,14 @@ _kling_info() {
             _kling_vopts=' --header -H --webhook-secret-file --profile -p '
             ;;
         'kling download')
-            _kling_opts=(--from --kind --output -o --name --concurrency --force -f --profile -p --json --quiet -q --verbose -v --no-color --no-input --raw --dialect --no-journal --help -h)
-            _kling_vopts=' --from --kind --output -o --name --concurrency --profile -p --dialect '
+            _kling_opts=(--from --kind --output -o --name --concurrency --force -f --profile -p --json --quiet -q --verbose -v --no-color --no-input --raw --dialect --no-journal --journal --help -h)
+            _kling_vopts=' --from --kind --output -o --name --concurrency --profile -p --dialect --journal '
             _kling_nargs=1
             _kling_varargs=1
             ;;
         'kling history')
-            _kling_opts=(--limit -n --status --profile -p --json --quiet -q --verbose -v --no-color --no-input --help -h)
-            _kling_vopts=' --limit -n --status --profile -p '
+            _kling_opts=(--limit -n --status --profile -p --json --quiet -q --verbose -v --no-color --no-input --journal --help -h)
+            _kling_vopts=' --limit -n --status --profile -p --journal '
             ;;
         'kling profile')
             _kling_subs=(add list remove show use)
@@ -84,8 +84,8 @@ _kling_info() {
             _kling_vopts=' --host --port --task-seconds --state-dir --latency --retry-after --profile -p '
             ;;
         'kling status')
-            _kling_opts=(--kind --profile -p --json --quiet -q --verbose -v --no-color --no-input --raw --dialect --no-journal --help -h)
-            _kling_vopts=' --kind --profile -p --dialect '
+            _kling_opts=(--kind --profile -p --json --quiet -q --verbose -v --no-color --no-input --raw --dialect --no-journal --journal --help -h)
+            _kling_vopts=' --kind --profile -p --dialect --journal '
             _kling_nargs=1
             ;;
         'kling submit')
@@ -93,17 +93,17 @@ _kling_info() {
             _kling_opts=(--help -h)
             ;;
         'kling submit motion')
-            _kling_opts=(--image --video --orientation --mode --prompt --keep-sound --no-keep-sound --model --callback-url --external-id --extra --wait --timeout --interval --download --from-csv --extra-columns --skip-invalid --dry-run -n --out --max-in-flight --rate --shard --resubmit-uncertain --profile -p --json --quiet -q --verbose -v --no-color --no-input --raw --dialect --no-journal --help -h)
-            _kling_vopts=' --image --video --orientation --mode --prompt --model --callback-url --external-id --extra --timeout --interval --download --from-csv --out --max-in-flight --rate --shard --profile -p --dialect '
+            _kling_opts=(--image --video --orientation --mode --prompt --keep-sound --no-keep-sound --model --callback-url --external-id --extra --wait --timeout --interval --download --from-csv --extra-columns --skip-invalid --dry-run -n --out --max-in-flight --rate --shard --resubmit-uncertain --profile -p --json --quiet -q --verbose -v --no-color --no-input --raw --dialect --no-journal --journal --help -h)
+            _kling_vopts=' --image --video --orientation --mode --prompt --model --callback-url --external-id --extra --timeout --interval --download --from-csv --out --max-in-flight --rate --shard --profile -p --dialect --journal '
             ;;
         'kling submit t2v')
-            _kling_opts=(--model --mode --duration --aspect-ratio --negative-prompt --cfg-scale --camera-control --callback-url --external-id --extra --wait --timeout --interval --download --from-csv --extra-columns --skip-invalid --dry-run -n --out --max-in-flight --rate --shard --resubmit-uncertain --profile -p --json --quiet -q --verbose -v --no-color --no-input --raw --dialect --no-journal --help -h)
-            _kling_vopts=' --model --mode --duration --aspect-ratio --negative-prompt --cfg-scale --camera-control --callback-url --external-id --extra --timeout --interval --download --from-csv --out --max-in-flight --rate --shard --profile -p --dialect '
+            _kling_opts=(--model --mode --duration --aspect-ratio --negative-prompt --cfg-scale --camera-control --callback-url --external-id --extra --wait --timeout --interval --download --from-csv --extra-columns --skip-invalid --dry-run -n --out --max-in-flight --rate --shard --resubmit-uncertain --profile -p --json --quiet -q --verbose -v --no-color --no-input --raw --dialect --no-journal --journal --help -h)
+            _kling_vopts=' --model --mode --duration --aspect-ratio --negative-prompt --cfg-scale --camera-control --callback-url --external-id --extra --timeout --interval --download --from-csv --out --max-in-flight --rate --shard --profile -p --dialect --journal '
             _kling_nargs=1
             ;;
         'kling wait')
-            _kling_opts=(--from --kind --timeout --interval --download --name --fail-fast --concurrency --profile -p --json --quiet -q --verbose -v --no-color --no-input --raw --dialect --no-journal --help -h)
-            _kling_vopts=' --from --kind --timeout --interval --download --name --concurrency --profile -p --dialect '
+            _kling_opts=(--from --kind --timeout --interval --download --name --fail-fast --concurrency --profile -p --json --quiet -q --verbose -v --no-color --no-input --raw --dialect --no-journal --journal --help -h)
+            _kling_vopts=' --from --kind --timeout --interval --download --name --concurrency --profile -p --dialect --journal '
             _kling_nargs=1
             _kling_varargs=1
             ;;

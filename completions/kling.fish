@@ -25,17 +25,17 @@ end
 function __kling_value_options
     switch $argv[1]
         case 'kling'
-            printf '%s\n' '--profile' '-p' '--dialect'
+            printf '%s\n' '--profile' '-p' '--dialect' '--journal'
         case 'kling batch-status'
-            printf '%s\n' '--from' '--kind' '--concurrency' '--profile' '-p' '--dialect'
+            printf '%s\n' '--from' '--kind' '--concurrency' '--profile' '-p' '--dialect' '--journal'
         case 'kling callback listen'
             printf '%s\n' '--host' '--port' '--count' '--webhook-secret-file' '--profile' '-p'
         case 'kling callback verify'
             printf '%s\n' '--header' '-H' '--webhook-secret-file' '--profile' '-p'
         case 'kling download'
-            printf '%s\n' '--from' '--kind' '--output' '-o' '--name' '--concurrency' '--profile' '-p' '--dialect'
+            printf '%s\n' '--from' '--kind' '--output' '-o' '--name' '--concurrency' '--profile' '-p' '--dialect' '--journal'
         case 'kling history'
-            printf '%s\n' '--limit' '-n' '--status' '--profile' '-p'
+            printf '%s\n' '--limit' '-n' '--status' '--profile' '-p' '--journal'
         case 'kling profile add'
             printf '%s\n' '--provider' '--base-url' '--dialect' '--api-key-file' '--api-key-env' '--access-key' '--secret-key-file' '--webhook-secret-file' '--timeout' '--retries' '--profile' '-p'
         case 'kling profile list'
@@ -49,13 +49,13 @@ function __kling_value_options
         case 'kling sandbox serve'
             printf '%s\n' '--host' '--port' '--task-seconds' '--state-dir' '--latency' '--retry-after' '--profile' '-p'
         case 'kling status'
-            printf '%s\n' '--kind' '--profile' '-p' '--dialect'
+            printf '%s\n' '--kind' '--profile' '-p' '--dialect' '--journal'
         case 'kling submit motion'
-            printf '%s\n' '--image' '--video' '--orientation' '--mode' '--prompt' '--model' '--callback-url' '--external-id' '--extra' '--timeout' '--interval' '--download' '--from-csv' '--out' '--max-in-flight' '--rate' '--shard' '--profile' '-p' '--dialect'
+            printf '%s\n' '--image' '--video' '--orientation' '--mode' '--prompt' '--model' '--callback-url' '--external-id' '--extra' '--timeout' '--interval' '--download' '--from-csv' '--out' '--max-in-flight' '--rate' '--shard' '--profile' '-p' '--dialect' '--journal'
         case 'kling submit t2v'
-            printf '%s\n' '--model' '--mode' '--duration' '--aspect-ratio' '--negative-prompt' '--cfg-scale' '--camera-control' '--callback-url' '--external-id' '--extra' '--timeout' '--interval' '--download' '--from-csv' '--out' '--max-in-flight' '--rate' '--shard' '--profile' '-p' '--dialect'
+            printf '%s\n' '--model' '--mode' '--duration' '--aspect-ratio' '--negative-prompt' '--cfg-scale' '--camera-control' '--callback-url' '--external-id' '--extra' '--timeout' '--interval' '--download' '--from-csv' '--out' '--max-in-flight' '--rate' '--shard' '--profile' '-p' '--dialect' '--journal'
         case 'kling wait'
-            printf '%s\n' '--from' '--kind' '--timeout' '--interval' '--download' '--name' '--concurrency' '--profile' '-p' '--dialect'
+            printf '%s\n' '--from' '--kind' '--timeout' '--interval' '--download' '--name' '--concurrency' '--profile' '-p' '--dialect' '--journal'
     end
 end
 
@@ -108,7 +108,7 @@ complete -c kling -f
 complete -c kling -n '__kling_at kling' -a 'batch-status' -d 'Query many tasks at once: a table on a terminal, a line (or JSON task) per...'
 complete -c kling -n '__kling_at kling' -a 'callback' -d 'Check and receive the callbacks (webhooks) providers POST when a task ends'
 complete -c kling -n '__kling_at kling' -a 'download' -d 'Download the videos of succeeded tasks, in parallel, resuming partial files'
-complete -c kling -n '__kling_at kling' -a 'history' -d 'List the tasks this machine submitted, newest first (--profile P keeps one...'
+complete -c kling -n '__kling_at kling' -a 'history' -d 'List the tasks in the journal, newest first (--profile P keeps one profile\'s)'
 complete -c kling -n '__kling_at kling' -a 'profile' -d 'Manage profiles (provider, base URL, credentials)'
 complete -c kling -n '__kling_at kling' -a 'sandbox' -d 'The built-in emulator of every provider dialect'
 complete -c kling -n '__kling_at kling' -a 'status' -d 'Query a task once and print it (exit 0 even if the task failed: the query...'
@@ -124,6 +124,7 @@ complete -c kling -n '__kling_at kling' -l 'no-input' -d 'Never prompt (always s
 complete -c kling -n '__kling_at kling' -l 'raw' -d 'Include the provider\'s own payload as `raw` in --json output'
 complete -c kling -n '__kling_at kling' -l 'dialect' -x -d 'With --profile sandbox: which provider dialect the sandbox speaks (kling...'
 complete -c kling -n '__kling_at kling' -l 'no-journal' -d 'Do not record tasks in the local journal (also KLING_NO_JOURNAL=1); a lost...'
+complete -c kling -n '__kling_at kling' -l 'journal' -x -d 'The journal: a file path or sqlite:///path (default: journal.db in the data...'
 complete -c kling -n '__kling_at kling' -l 'help' -s 'h' -d 'Show this message and exit'
 
 # kling batch-status
@@ -140,6 +141,7 @@ complete -c kling -n '__kling_at kling batch-status' -l 'no-input' -d 'Never pro
 complete -c kling -n '__kling_at kling batch-status' -l 'raw' -d 'Include the provider\'s own payload as `raw` in --json output'
 complete -c kling -n '__kling_at kling batch-status' -l 'dialect' -x -d 'With --profile sandbox: which provider dialect the sandbox speaks (kling...'
 complete -c kling -n '__kling_at kling batch-status' -l 'no-journal' -d 'Do not record tasks in the local journal (also KLING_NO_JOURNAL=1); a lost...'
+complete -c kling -n '__kling_at kling batch-status' -l 'journal' -x -d 'The journal: a file path or sqlite:///path (default: journal.db in the data...'
 complete -c kling -n '__kling_at kling batch-status' -l 'help' -s 'h' -d 'Show this message and exit'
 
 # kling callback
@@ -187,6 +189,7 @@ complete -c kling -n '__kling_at kling download' -l 'no-input' -d 'Never prompt 
 complete -c kling -n '__kling_at kling download' -l 'raw' -d 'Include the provider\'s own payload as `raw` in --json output'
 complete -c kling -n '__kling_at kling download' -l 'dialect' -x -d 'With --profile sandbox: which provider dialect the sandbox speaks (kling...'
 complete -c kling -n '__kling_at kling download' -l 'no-journal' -d 'Do not record tasks in the local journal (also KLING_NO_JOURNAL=1); a lost...'
+complete -c kling -n '__kling_at kling download' -l 'journal' -x -d 'The journal: a file path or sqlite:///path (default: journal.db in the data...'
 complete -c kling -n '__kling_at kling download' -l 'help' -s 'h' -d 'Show this message and exit'
 
 # kling history
@@ -198,6 +201,7 @@ complete -c kling -n '__kling_at kling history' -l 'quiet' -s 'q' -d 'Less on st
 complete -c kling -n '__kling_at kling history' -l 'verbose' -s 'v' -d 'Explain where settings came from; -vv logs each HTTP request'
 complete -c kling -n '__kling_at kling history' -l 'no-color' -d 'No colour (also NO_COLOR=1 or TERM=dumb)'
 complete -c kling -n '__kling_at kling history' -l 'no-input' -d 'Never prompt (always so when stdin is not a terminal)'
+complete -c kling -n '__kling_at kling history' -l 'journal' -x -d 'The journal: a file path or sqlite:///path (default: journal.db in the data...'
 complete -c kling -n '__kling_at kling history' -l 'help' -s 'h' -d 'Show this message and exit'
 
 # kling profile
@@ -295,6 +299,7 @@ complete -c kling -n '__kling_at kling status' -l 'no-input' -d 'Never prompt (a
 complete -c kling -n '__kling_at kling status' -l 'raw' -d 'Include the provider\'s own payload as `raw` in --json output'
 complete -c kling -n '__kling_at kling status' -l 'dialect' -x -d 'With --profile sandbox: which provider dialect the sandbox speaks (kling...'
 complete -c kling -n '__kling_at kling status' -l 'no-journal' -d 'Do not record tasks in the local journal (also KLING_NO_JOURNAL=1); a lost...'
+complete -c kling -n '__kling_at kling status' -l 'journal' -x -d 'The journal: a file path or sqlite:///path (default: journal.db in the data...'
 complete -c kling -n '__kling_at kling status' -l 'help' -s 'h' -d 'Show this message and exit'
 
 # kling submit
@@ -335,6 +340,7 @@ complete -c kling -n '__kling_at kling submit motion' -l 'no-input' -d 'Never pr
 complete -c kling -n '__kling_at kling submit motion' -l 'raw' -d 'Include the provider\'s own payload as `raw` in --json output'
 complete -c kling -n '__kling_at kling submit motion' -l 'dialect' -x -d 'With --profile sandbox: which provider dialect the sandbox speaks (kling...'
 complete -c kling -n '__kling_at kling submit motion' -l 'no-journal' -d 'Do not record tasks in the local journal (also KLING_NO_JOURNAL=1); a lost...'
+complete -c kling -n '__kling_at kling submit motion' -l 'journal' -x -d 'The journal: a file path or sqlite:///path (default: journal.db in the data...'
 complete -c kling -n '__kling_at kling submit motion' -l 'help' -s 'h' -d 'Show this message and exit'
 
 # kling submit t2v
@@ -370,6 +376,7 @@ complete -c kling -n '__kling_at kling submit t2v' -l 'no-input' -d 'Never promp
 complete -c kling -n '__kling_at kling submit t2v' -l 'raw' -d 'Include the provider\'s own payload as `raw` in --json output'
 complete -c kling -n '__kling_at kling submit t2v' -l 'dialect' -x -d 'With --profile sandbox: which provider dialect the sandbox speaks (kling...'
 complete -c kling -n '__kling_at kling submit t2v' -l 'no-journal' -d 'Do not record tasks in the local journal (also KLING_NO_JOURNAL=1); a lost...'
+complete -c kling -n '__kling_at kling submit t2v' -l 'journal' -x -d 'The journal: a file path or sqlite:///path (default: journal.db in the data...'
 complete -c kling -n '__kling_at kling submit t2v' -l 'help' -s 'h' -d 'Show this message and exit'
 
 # kling wait
@@ -390,4 +397,5 @@ complete -c kling -n '__kling_at kling wait' -l 'no-input' -d 'Never prompt (alw
 complete -c kling -n '__kling_at kling wait' -l 'raw' -d 'Include the provider\'s own payload as `raw` in --json output'
 complete -c kling -n '__kling_at kling wait' -l 'dialect' -x -d 'With --profile sandbox: which provider dialect the sandbox speaks (kling...'
 complete -c kling -n '__kling_at kling wait' -l 'no-journal' -d 'Do not record tasks in the local journal (also KLING_NO_JOURNAL=1); a lost...'
+complete -c kling -n '__kling_at kling wait' -l 'journal' -x -d 'The journal: a file path or sqlite:///path (default: journal.db in the data...'
 complete -c kling -n '__kling_at kling wait' -l 'help' -s 'h' -d 'Show this message and exit'

@@ -5,15 +5,18 @@
 2. Each row has an identity: the hash of its resolved request (media by content), or its `external_id`
    column. The identity decides the row's shard (`--shard K/N`), and the external id it is submitted with
    (`kc-` + the identity), so the provider itself can recognise a row sent before.
-3. Before anything is sent, the journal is asked about each identity: a row already submitted is waited
-   on or skipped; a row whose answer was lost is looked up by its external id where the provider can,
-   else it stays `uncertain` and is not sent again without `--resubmit-uncertain`.
+3. Before anything is sent, the journal is asked about each row's external id: a row already submitted is
+   waited on or skipped. Each other row is claimed in the journal just before it is sent (see `claims`):
+   a row another process is sending is followed, not sent; a row whose answer was lost is looked up by its
+   external id where the provider can (or by the task id an earlier run wrote in the manifest), else it
+   stays `uncertain` and is not sent again without `--resubmit-uncertain`.
 4. A scheduler keeps at most `--max-in-flight` tasks running on the provider and sends at most `--rate`
    submits per second; a "too many running tasks" refusal (Kling 1303) puts the row back, it does not fail.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import json
@@ -22,7 +25,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
 from kling_cli.errors import (
     AuthRejected,
@@ -94,45 +97,87 @@ def _header(name: str) -> str:
     return name.strip().lower().replace("-", "_").replace(" ", "_")
 
 
-def read_rows(path: Path) -> Iterator[Row]:
-    """Rows as dicts keyed by normalized column names, streamed (memory does not grow with the file)."""
+def _lines(path: Path, handle: BinaryIO) -> Iterator[str]:
+    """The file's lines, decoded one at a time so that a bad byte is named by its own line (a text stream
+    decodes ahead in chunks), with the UTF-8 BOM dropped; CR LF ends are left to the csv module."""
+    for number, raw in enumerate(handle, 1):
+        if number == 1 and raw.startswith(codecs.BOM_UTF8):
+            raw = raw[len(codecs.BOM_UTF8):]
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"{path}:{number}: not valid UTF-8 (byte {exc.start + 1} of the line)",
+                             hint="save the file as UTF-8") from None
+        if "\0" in text:
+            raise UsageError(f"{path}:{number}: a NUL byte; a text CSV has none",
+                             hint="this looks like a binary file or a UTF-16 export: save it as UTF-8 CSV")
+        yield text
+
+
+def _records(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """(line the record starts on, its cells), refusing what cannot be read one way only: an unterminated
+    quote would otherwise swallow the lines after it into one cell."""
     try:
-        handle = path.open(newline="", encoding="utf-8-sig")
+        handle = path.open("rb")
     except FileNotFoundError:
         raise UsageError(f"--from-csv: file not found: {path}") from None
+    except IsADirectoryError:
+        raise UsageError(f"--from-csv: {path} is a directory, not a CSV file") from None
     except OSError as exc:
         raise UsageError(f"--from-csv: cannot read {path}: {exc.strerror}") from None
     with handle:
-        reader = csv.reader(handle)
-        try:
-            header = [_header(h) for h in next(reader)]
-        except StopIteration:
-            raise UsageError(f"{path} is empty: it needs a header row") from None
-        except (csv.Error, UnicodeDecodeError) as exc:
-            raise UsageError(f"{path}:1: not a readable CSV header ({exc})") from None
-        if len(set(header)) != len(header):
-            raise UsageError(f"{path}:1: a column appears twice")
-        number = 0
+        reader = csv.reader(_lines(path, handle), strict=True)
         while True:
+            start = reader.line_num + 1
             try:
                 cells = next(reader)
             except StopIteration:
                 return
-            except (csv.Error, UnicodeDecodeError) as exc:
-                raise UsageError(f"{path}:{reader.line_num}: not readable as CSV ({exc})") from None
-            if not any(cell.strip() for cell in cells):
-                continue
-            number += 1
-            values = dict(zip(header, cells))
-            if len(cells) > len(header):
-                values["__extra_cells__"] = str(len(cells) - len(header))
-            yield Row(number, reader.line_num, values)
+            except csv.Error as exc:
+                problem = ("a quote opened on this line is never closed" if "unexpected end of data" in str(exc)
+                           else f"a quoted cell starting on this line is malformed ({exc})")
+                raise UsageError(f"{path}:{start}: {problem}", hint="close the quote, or double a quote "
+                                 'inside a quoted cell ("")') from None
+            except OSError as exc:
+                raise UsageError(f"--from-csv: cannot read {path}: {exc.strerror}") from None
+            yield start, cells
+
+
+def _columns(path: Path, cells: list[str]) -> list[str]:
+    header = [_header(h) for h in cells]
+    if len(set(header)) != len(header):
+        raise UsageError(f"{path}:1: a column appears twice")
+    return header
+
+
+def read_header(path: Path) -> list[str]:
+    first = next(_records(path), None)
+    if first is None:
+        raise UsageError(f"{path} is empty: it needs a header row")
+    return _columns(path, first[1])
+
+
+def read_rows(path: Path) -> Iterator[Row]:
+    """Rows as dicts keyed by normalized column names, streamed (memory does not grow with the file)."""
+    records = _records(path)
+    first = next(records, None)
+    if first is None:
+        raise UsageError(f"{path} is empty: it needs a header row")
+    header = _columns(path, first[1])
+    number = 0
+    for line, cells in records:
+        if not any(cell.strip() for cell in cells):
+            continue
+        number += 1
+        values = dict(zip(header, cells))
+        if len(cells) > len(header):
+            values["__extra_cells__"] = str(len(cells) - len(header))
+        yield Row(number, line, values)
 
 
 def check_columns(path: Path, kind: str, extra_columns: bool) -> list[str]:
     """Unknown columns: an error unless --extra-columns passes them through as provider fields."""
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        header = [_header(h) for h in next(csv.reader(handle), [])]
+    header = read_header(path)
     unknown = [name for name in header if name not in COLUMNS[kind]]
     if unknown and not extra_columns:
         raise UsageError(f"{path}:1: unknown column(s) for {kind}: {', '.join(unknown)}",
@@ -311,10 +356,24 @@ class BatchResult:
     uncertain: int = 0
     submitted: int = 0
     skipped: int = 0
+    #: rows another process submitted while this one ran, followed here
+    followed: int = 0
     #: tasks that could not be followed (unknown to the provider, or it stayed unreachable)
     errors: list[KlingError] = field(default_factory=list)
     timed_out: bool = False
     pending: list[str] = field(default_factory=list)
+    #: the journal stopped answering: nothing more was sent
+    journal_lost: KlingError | None = None
+    not_sent: int = 0
+
+
+def _let_go(release: Callable[[], None]) -> None:
+    """Give claims up; if the journal is gone they end with this process (or, seen from another host, their
+    lease), which is all a claim needs."""
+    try:
+        release()
+    except Exception:
+        pass
 
 
 class BatchRun:
@@ -331,6 +390,11 @@ class BatchRun:
         self.on_event = on_event
         self.on_done_cb = on_done
         self.queue: deque[Planned] = deque()
+        #: rows another process has claimed, by external id: waiting for their task ids
+        self.following: dict[str, Planned] = {}
+        self.next_watch = 0.0
+        #: tasks other processes submitted: their in-flight slots are those processes' own
+        self.foreign: set[str] = set()
         self.by_task: dict[str, Planned] = {}
         self.result = BatchResult()
         self.next_submit = 0.0
@@ -372,55 +436,155 @@ class BatchRun:
 
     # -- reconciling with the journal -----------------------------------------------------------
     def reconcile(self) -> None:
-        """Decide, row by row, what the journal says is left to do."""
+        """Rows the journal has a task for are followed or reported; every other row is queued, to be claimed
+        when its turn comes (the claim decides, as the journal may have changed by then)."""
         journal = self.service.journal
-        profile = self.service.resolved.profile
+        known = journal.submitted(self.service.resolved.profile, [item.external_id for item in self.plan.rows]) \
+            if journal is not None else {}
         for item in self.plan.rows:
-            entry = journal.find_identity(profile, item.identity) if journal is not None else None
-            if entry is None:
-                self.queue.append(item)
-                continue
-            item.external_id = entry.external_id
-            if entry.state == "submitted" and entry.task_id:
+            entry = known.get(item.external_id)
+            if entry is not None:
                 self._known(item, entry.to_task())
-            elif self.service.dialect.lookup_by_external_id:
-                found = self.service.find_by_external_id(item.kind, entry.external_id)
-                if found is not None:
-                    journal.record_submitted(entry.id, found)
-                    self._known(item, found)
-                else:
-                    self.queue.append(item)  # provably never created: safe to send (same external id)
-            elif self.opts.resubmit_uncertain:
-                item.resubmitted = True
-                self.queue.append(item)
             else:
-                journal.record_state(entry.id, "uncertain", entry.error)
-                self.result.uncertain += 1
-                self._mark(item, "uncertain", "its answer was lost and the provider cannot be asked; "
-                           "not sent again (--resubmit-uncertain sends it)", error=entry.error)
+                self.queue.append(item)
 
-    def _known(self, item: Planned, task: Task) -> None:
-        """A row submitted by an earlier run: done ones are reported as they are, running ones followed."""
+    def _known(self, item: Planned, task: Task, *, other: bool = False) -> None:
+        """A row submitted by an earlier run, or (`other`) by another process of this one: done ones are
+        reported as they are, running ones followed."""
         from kling_cli.taskrefs import TaskRef
 
         item.task_id = task.id
         self.by_task[task.id] = item
-        self.result.skipped += 1
+        if other:
+            self.result.followed += 1
+            self.foreign.add(task.id)
+        else:
+            self.result.skipped += 1
         if task.terminal:
             if task.status is TaskStatus.SUCCEEDED:
                 self.result.succeeded += 1
             else:
                 self.result.failed += 1
-            self._mark(item, task.status.value, "done in an earlier run", task)
+            self._mark(item, task.status.value, "done by another process" if other else "done in an earlier run",
+                       task)
             self.on_done_cb(item, task)
         else:
-            self._mark(item, "submitted", "submitted in an earlier run: following it", task)
+            by = "by another process" if other else "in an earlier run"
+            self._mark(item, "submitted", f"submitted {by}: following it", task)
             self.waiter.add(TaskRef(task.id, item.kind))  # it holds a slot on the provider either way
 
+    def _take(self, item: Planned) -> bool:
+        """Claim the row, then send it, follow it or reconcile it; True when a submit was sent."""
+        from kling_cli.claims import this_process
+        from kling_cli.journal import HELD, KNOWN, JournalError
+
+        journal = self.service.journal
+        if journal is None:
+            return self._send(item)
+        profile = self.service.resolved.profile
+        try:
+            claim = journal.claim(profile, item.external_id, this_process())
+        except JournalError as exc:
+            self.queue.appendleft(item)
+            self._journal_lost(exc)
+            return False
+        if claim.state == KNOWN:
+            self._known(item, claim.entry.to_task(), other=True)
+            return False
+        if claim.state == HELD:
+            self.following[item.external_id] = item
+            self.on_event(item, "following", f"{claim.holder} is submitting it: waiting for its task id", None)
+            return False
+        try:
+            if claim.entry is not None and not self._recover(item, claim.entry, claim.took_over):
+                return False
+            return self._send(item)
+        except JournalError as exc:  # its intent could not be recorded: it was not sent
+            self.queue.appendleft(item)
+            self._journal_lost(exc)
+            return False
+        finally:
+            _let_go(lambda: journal.release(profile, item.external_id, this_process()))
+
+    def _recover(self, item: Planned, entry, took_over: bool) -> bool:
+        """The claimed row was sent before and its answer never recorded: find its task (the manifest of an
+        earlier run, or the provider by external id), or leave it uncertain. True: provably never created,
+        or --resubmit-uncertain: send it."""
+        from kling_cli.claims import ABSENT, recover
+
+        item.external_id = entry.external_id
+        task = self._from_manifest(item)
+        if task is not None:
+            self.service.journal.record_submitted(entry.id, task)
+            self._known(item, task)
+            return False
+        found = recover(self.service, item.kind, entry)
+        if isinstance(found, Task):
+            self._known(item, found)
+            return False
+        if found == ABSENT:
+            return True
+        if self.opts.resubmit_uncertain:
+            item.resubmitted = True
+            return True
+        self.service.journal.record_state(entry.id, "uncertain", entry.error)
+        self.result.uncertain += 1
+        why = "the process sending it is gone" if took_over else "its answer was lost"
+        self._mark(item, "uncertain", f"{why} and the provider cannot be asked whether it was created; not sent "
+                   "again (--resubmit-uncertain sends it)", error=entry.error)
+        return False
+
+    def _from_manifest(self, item: Planned) -> Task | None:
+        """The task an earlier run of this batch wrote in its manifest for this very row, if the provider
+        still has it (the journal may have lost the answer while the manifest kept it)."""
+        from kling_cli.errors import NotFound
+
+        row = self.manifest.rows.get(item.row.number) if self.manifest is not None else None
+        if not row or not row.get("task_id") or row.get("identity") != item.identity \
+                or row.get("external_id") not in (None, "", item.external_id):
+            return None
+        try:
+            return self.service.get(str(row["task_id"]), item.kind)
+        except NotFound:
+            return None
+
+    def _watch(self) -> float | None:
+        """Look at the followed rows: a recorded task id is followed, a claim given up is claimed here."""
+        from kling_cli.claims import FOLLOW_POLL, this_process
+        from kling_cli.journal import JournalError
+
+        if not self.following:
+            return None
+        wait = self.next_watch - self.service.clock()
+        if wait > 0:
+            return wait
+        try:
+            seen = self.service.journal.watch(self.service.resolved.profile, list(self.following), this_process())
+        except JournalError as exc:
+            self._journal_lost(exc)
+            return None
+        for external_id, state in seen.items():
+            if state.entry is not None:
+                self._known(self.following.pop(external_id), state.entry.to_task(), other=True)
+            elif not state.held:
+                self.queue.appendleft(self.following.pop(external_id))
+        self.next_watch = self.service.clock() + FOLLOW_POLL
+        return FOLLOW_POLL if self.following else None
+
+    def _journal_lost(self, exc: KlingError) -> None:
+        """Without the journal no row may be claimed or sent: stop submitting, keep following nothing new."""
+        self.result.journal_lost = exc
+        self.result.not_sent = len(self.queue) + len(self.following)
+        self.queue.clear()
+        self.following.clear()
+
     # -- the loop ---------------------------------------------------------------------------------
+    def _own_in_flight(self) -> int:
+        return sum(1 for task_id in self.waiter.tracked if task_id not in self.foreign)
+
     def _slots(self) -> int:
         limit = self.opts.max_in_flight if self.cap is None else min(self.cap, self.opts.max_in_flight)
-        return limit - len(self.waiter.tracked)
+        return limit - self._own_in_flight()
 
     def _submit_ready(self) -> float | None:
         """Send what the limits allow; return the seconds until the next row could go (None: nothing left)."""
@@ -431,33 +595,32 @@ class BatchRun:
             if wait > 0:
                 return wait
             if self._slots() <= 0:
-                return None if self.waiter.tracked else 0.5
+                return None if self._own_in_flight() else 0.5
             self.queue.popleft()
-            self._send(item)
-            if self.opts.rate:
+            if self._take(item) and self.opts.rate:
                 self.next_submit = self.service.clock() + 1.0 / self.opts.rate
         return None
 
-    def _send(self, item: Planned) -> None:
+    def _send(self, item: Planned) -> bool:
         from kling_cli.taskrefs import TaskRef
 
         req = self.rebuild(item)
         try:
             self.service.preflight(item.kind, req)
             task = self.service.submit(item.kind, req, identity=item.identity, batch=str(self.opts.csv_path),
-                                       row=item.row.number)
+                                       row=item.row.number, adopt=not item.identity.startswith("ext:"))
         except ProviderUnavailable as exc:
             if exc.code in ("concurrency_limit", "rate_limited") and not isinstance(exc, SubmitUncertain):
                 item.tries += 1
                 item.not_before = self.service.clock() + min(REQUEUE_DELAY * 2 ** (item.tries - 1), REQUEUE_MAX)
-                self.cap = max(1, len(self.waiter.tracked)) if self.waiter.tracked else None
+                self.cap = max(1, self._own_in_flight()) if self._own_in_flight() else None
                 self.queue.appendleft(item)
                 self.on_event(item, "requeued", exc.message, None)
-                return
+                return True
             if isinstance(exc, SubmitUncertain):
                 self.result.uncertain += 1
                 self._mark(item, "uncertain", exc.message, error=exc.message)
-                return
+                return True
             raise
         except (AuthRejected, BadResponse, ConfigError):
             raise  # every other row would fail the same way: stop the batch
@@ -468,10 +631,10 @@ class BatchRun:
                 self.result.uncertain += 1
                 self._mark(item, "uncertain", f"sent again and refused ({exc.message}): the first submit "
                            "probably went through; its task id is unknown", error=exc.message)
-                return
+                return True
             self.result.refused += 1
             self._mark(item, "refused", exc.message, error=exc.message)
-            return
+            return True
         item.task_id = task.id
         self.by_task[task.id] = item
         self.result.submitted += 1
@@ -479,6 +642,7 @@ class BatchRun:
         # just submitted: nothing to learn before the first interval
         self.waiter.add(TaskRef(task.id, item.kind, task if task.terminal else None),
                         delay=self.waiter.policy.next(None))
+        return True
 
     def rebuild(self, item: Planned) -> T2VRequest | MotionRequest:
         req = row_request(item.kind, item.row, self.opts.defaults, self.plan.extra_names)
@@ -487,10 +651,25 @@ class BatchRun:
 
     def run(self) -> BatchResult:
         self.waiter.start()
-        self.reconcile()
+        try:
+            self.reconcile()
+            self._loop()
+        finally:
+            journal = self.service.journal
+            if journal is not None and self.result.journal_lost is None:
+                from kling_cli.claims import this_process
+
+                _let_go(lambda: journal.release_all(this_process()))
+        self.result.pending = list(self.waiter.tracked)
+        return self.result
+
+    def _loop(self) -> None:
         while True:
             until_submit = self._submit_ready()
-            if not self.queue and (not self.opts.wait or not self.waiter.tracked):
+            until_watch = self._watch()
+            if self.result.journal_lost is not None:
+                break
+            if not self.queue and not self.following and (not self.opts.wait or not self.waiter.tracked):
                 break
             now = self.service.clock()
             if now >= self.waiter.deadline:
@@ -500,9 +679,7 @@ class BatchRun:
             if self.waiter.outcome.timed_out:
                 self.result.timed_out = True
                 break
-            pauses = [p for p in (until_submit, until_poll) if p is not None]
+            pauses = [p for p in (until_submit, until_poll, until_watch) if p is not None]
             pause = min(pauses) if pauses else 0.5
             if pause > 0:
                 self.service.sleep(min(pause, max(self.waiter.deadline - self.service.clock(), 0.0)))
-        self.result.pending = list(self.waiter.tracked)
-        return self.result

@@ -81,6 +81,9 @@ class Manifest:
         identity = fields.get("identity")
         if row is None or (identity and row.get("identity") not in (None, "", identity)):
             row = self.rows[number] = {"row": number}  # a new row, or the CSV changed under this number
+        if fields.get("status") == "refused" and row.get("task_id") and not fields.get("task_id"):
+            # this row names a task: a later refusal (its external id sent again, and taken) created nothing
+            fields = {k: v for k, v in fields.items() if k not in ("status", "error")}
         # None clears a field (a refused row that now succeeded loses its old error)
         changes = {k: "" if v is None else v for k, v in fields.items()
                    if str("" if v is None else v) != str(row.get(k, ""))}

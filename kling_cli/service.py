@@ -223,9 +223,10 @@ class Service:
 
     # -- operations -----------------------------------------------------------------------------
     def submit(self, kind: str, req: T2VRequest | MotionRequest, *, identity: str | None = None,
-               batch: str | None = None, row: int | None = None) -> Task:
+               batch: str | None = None, row: int | None = None, adopt: bool = False) -> Task:
         """Create one task, its intent journaled first. A lost answer is reconciled by external id where the
-        provider can look one up, and never sent again blind."""
+        provider can look one up, and never sent again blind. `adopt`: the external id is derived from the
+        request (a CSV row's `kc-` id), so a task that already has it is this very request, sent before."""
         if req.external_id is None:
             req.external_id = new_external_id()
         wire = self.dialect.build_submit(kind, req)
@@ -237,7 +238,7 @@ class Service:
                 profile=self.resolved.profile, provider=self.resolved.provider, dialect=self.resolved.dialect,
                 kind=kind, request=record, batch=batch, row=row)
         try:
-            task = self._send_submit(kind, req, wire)
+            task = self._send_submit(kind, req, wire, adopt=adopt)
         except SubmitUncertain as exc:
             self._note(entry, "uncertain", exc.message)
             raise
@@ -259,7 +260,7 @@ class Service:
         except Exception as exc:  # sqlite3.Error, OSError: never fail a command that already got its answer
             self.out.warn(f"journal: could not record ({exc}); a rerun will check the provider instead")
 
-    def _send_submit(self, kind: str, req: T2VRequest | MotionRequest, wire) -> Task:
+    def _send_submit(self, kind: str, req: T2VRequest | MotionRequest, wire, *, adopt: bool = False) -> Task:
         resent = False
         for attempt in range(self.resolved.retries + 1):
             try:
@@ -282,9 +283,11 @@ class Service:
                     raise
                 self.out.debug(f"task {req.external_id} was not created; sending the submit again", 1)
                 resent = True
-            except RequestRejected:
-                # After a resend, a refusal may mean "that external id exists": the first try got through.
-                if resent and req.external_id:
+            except RequestRejected as exc:
+                # After a resend, a refusal may mean "that external id exists": the first try got through. So may
+                # a refusal of an id derived from the request (Kling 1201): a run whose journal is gone sent it.
+                adopting = adopt and exc.code == "invalid_request" and self.dialect.lookup_by_external_id
+                if (resent or adopting) and req.external_id:
                     found = self.find_by_external_id(kind, req.external_id)
                     if found is not None:
                         return found

@@ -287,3 +287,40 @@ def test_resubmit_uncertain_sends_the_lost_rows_again(kling, sandbox, add_profil
     assert again.exit_code == 6 and "probably went through" in again.stderr
     assert len(server_tasks(sandbox, "newapi")) == 2
     assert kling("submit", "t2v", "fox", "--resubmit-uncertain").exit_code == 2  # only with --from-csv
+
+
+@pytest.mark.parametrize("body, line, needle", [
+    (b'prompt,duration\n"unterminated fox,5\nnext fox,5\nthird fox,5\n', 2, "a quote opened on this line is never closed"),
+    (b'prompt,duration\nfine,5\n"unterminated fox,5\nnext fox,5\n"quoted",5\n', 3, "is malformed"),
+    (b"prompt,duration\nfine,5\nnul\x00fox,5\n", 3, "a NUL byte"),
+    (b"prompt,duration\nfine,5\nbad \xff fox,5\n", 3, "not valid UTF-8"),
+    (b"prompt,duration\nfine,5\ntoo,many,cells\n", 3, "1 more cell(s) than the header"),
+])
+def test_a_csv_that_cannot_be_read_one_way_only_is_refused(kling, kling_profile, sandbox, tmp_path, body, line, needle):
+    jobs = tmp_path / "jobs.csv"
+    jobs.write_bytes(body)
+    result = kling("submit", "t2v", "--from-csv", jobs)
+    assert result.exit_code == 2, result
+    assert f"{jobs}:{line}: " in result.stderr and needle in result.stderr
+    assert "Traceback" not in result.stderr and attempts(sandbox) == 0
+
+
+@pytest.mark.parametrize("make", ["missing", "directory"])
+def test_a_csv_path_that_is_no_file_is_refused(kling, kling_profile, sandbox, tmp_path, make):
+    jobs = tmp_path / "jobs.csv"
+    if make == "directory":
+        jobs.mkdir()
+    result = kling("submit", "t2v", "--from-csv", jobs)
+    assert result.exit_code == 2, result
+    assert str(jobs) in result.stderr and ("not found" if make == "missing" else "is a directory") in result.stderr
+    assert attempts(sandbox) == 0
+
+
+def test_bom_crlf_and_quoted_newlines_are_read_as_meant(kling, kling_profile, sandbox, tmp_path):
+    jobs = tmp_path / "jobs.csv"
+    jobs.write_bytes(b'\xef\xbb\xbfPrompt,Duration\r\n"a fox,\r\nin two lines",5\r\nplain fox,10\r\n')
+    result = kling("submit", "t2v", "--from-csv", jobs, "--dry-run")
+    assert result.exit_code == 0, result
+    first, second = result.json_lines()
+    assert first["request"]["prompt"] == "a fox,\r\nin two lines" and first["line"] == 2
+    assert second["request"]["prompt"] == "plain fox" and second["line"] == 4

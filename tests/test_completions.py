@@ -157,7 +157,7 @@ def bash_complete(*words: str, cwd: Path = REPO) -> list[str]:
     (["kling", "submit", "t2v", "--model", ""], []),
     (["kling", "status", ""], []),
     # once the positional words are there, options
-    (["kling", "status", "123", "--j"], ["--json"]),
+    (["kling", "status", "123", "--j"], ["--journal", "--json"]),
     (["kling", "profile", "list", "--"], ["--help", "--json", "--no-color", "--no-input", "--profile",
                                           "--quiet", "--verbose"]),
     (["kling", "submit", "motion", "--keep"], ["--keep-sound"]),

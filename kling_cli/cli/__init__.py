@@ -19,6 +19,7 @@ from kling_cli.cli import callback, history, profile, sandbox, submit  # noqa: F
 from kling_cli.cli._app import app
 from kling_cli.cli._common import (
     DialectOpt,
+    JournalOpt,
     JsonOpt,
     NoColorOpt,
     NoInputOpt,
@@ -54,9 +55,10 @@ def root(
     raw: RawOpt = False,
     dialect: DialectOpt = None,
     no_journal: NoJournalOpt = False,
+    journal: JournalOpt = None,
 ) -> None:
     ctx.obj = Options(profile=profile, json=json, quiet=quiet, verbose=verbose, no_color=no_color,
-                      no_input=no_input, raw=raw, dialect=dialect, no_journal=no_journal)
+                      no_input=no_input, raw=raw, dialect=dialect, no_journal=no_journal, journal=journal)
 
 
 def _usage_error(exc: Exception, args: Sequence[str]) -> int:
@@ -79,7 +81,7 @@ def _usage_error(exc: Exception, args: Sequence[str]) -> int:
 
 
 #: options of the root command that take a value (so that value is not mistaken for a command name)
-_ROOT_VALUE_OPTIONS = ("--profile", "-p", "--dialect")
+_ROOT_VALUE_OPTIONS = ("--profile", "-p", "--dialect", "--journal")
 
 
 def _first_command(args: Sequence[str]) -> int | None:

@@ -114,7 +114,10 @@ def run_batch(ctx: AppContext, opts: BatchOptions, run: RunOptions) -> int:
     out.info(f"{plan.total} rows: {result.submitted} submitted now, {result.skipped} already submitted, "
              f"{result.succeeded} succeeded, {result.failed} failed, {result.refused} refused, "
              f"{result.uncertain} uncertain, {len(plan.problems)} invalid"
-             + (f", {plan.out_of_shard} in other shards" if plan.out_of_shard else ""))
+             + (f", {plan.out_of_shard} in other shards" if plan.out_of_shard else "")
+             + (f", {result.followed} submitted by other processes" if result.followed else ""))
+    if result.journal_lost is not None:
+        return _journal_lost(ctx, result)
     if result.timed_out:
         ids = " ".join(result.pending)
         out.error(WaitTimeout(f"the batch is not finished after {format_duration(run.timeout)}"
@@ -129,6 +132,19 @@ def run_batch(ctx: AppContext, opts: BatchOptions, run: RunOptions) -> int:
     if result.errors:
         return int(result.errors[0].exit_code)
     return tally.exit_code()
+
+
+def _journal_lost(ctx: AppContext, result) -> int:
+    """The journal stopped answering mid-batch: no row can be claimed, so none more was sent."""
+    from kling_cli.errors import KlingError
+
+    lost = result.journal_lost
+    running = f"; still running: {' '.join(result.pending)}" if result.pending else ""
+    ctx.out.error(KlingError(f"{lost.message}: stopped submitting, {result.not_sent} rows not sent{running}",
+                             hint="run the same command again once the journal is back: it picks up where this "
+                             "one stopped, without paying twice", code=lost.code,
+                             extra={"task_ids": result.pending}))
+    return int(lost.exit_code)
 
 
 def _print_row(ctx: AppContext, item: Planned, state: str, detail: str, task: Task | None = None) -> None:

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Callable, Optional, get_type_hints
 import typer
 
 from kling_cli import envvars
-from kling_cli.errors import ExitCode, Interrupted, KlingError
+from kling_cli.errors import ExitCode, Interrupted, KlingError, UsageError
 from kling_cli.render import Output, isatty
 
 
@@ -28,6 +28,7 @@ class Options:
     raw: bool = False
     dialect: Optional[str] = None
     no_journal: bool = False
+    journal: Optional[str] = None
 
     def merged(self, later: Options) -> Options:
         """Options given after the subcommand win over (or add to) those given before it."""
@@ -41,6 +42,7 @@ class Options:
             raw=self.raw or later.raw,
             dialect=later.dialect or self.dialect,
             no_journal=self.no_journal or later.no_journal,
+            journal=later.journal or self.journal,
         )
 
 
@@ -59,6 +61,9 @@ NoInputOpt = Annotated[bool, typer.Option("--no-input", help="Never prompt (alwa
 RawOpt = Annotated[bool, typer.Option("--raw", help="Include the provider's own payload as `raw` in --json output.")]
 NoJournalOpt = Annotated[bool, typer.Option("--no-journal", help="Do not record tasks in the local journal (also "
                                             "KLING_NO_JOURNAL=1); a lost answer then cannot be reconciled.")]
+JournalOpt = Annotated[Optional[str], typer.Option(
+    "--journal", metavar="URL", help="The journal: a file path or sqlite:///path (default: journal.db in the data "
+    "directory), or postgresql://user@host/db, shared by many machines (also $KLING_JOURNAL).", show_default=False)]
 DialectOpt = Annotated[
     Optional[str],
     typer.Option("--dialect", help="With --profile sandbox: which provider dialect the sandbox speaks "
@@ -67,7 +72,8 @@ DialectOpt = Annotated[
 
 _COMMON = {"profile": ProfileOpt, "json": JsonOpt, "quiet": QuietOpt, "verbose": VerboseOpt,
            "no_color": NoColorOpt, "no_input": NoInputOpt}
-_TASK = {"raw": RawOpt, "dialect": DialectOpt, "no_journal": NoJournalOpt}
+_TASK = {"raw": RawOpt, "dialect": DialectOpt, "no_journal": NoJournalOpt, "journal": JournalOpt}
+_JOURNAL = {"journal": JournalOpt}
 _DEFAULTS = {f.name: f.default for f in fields(Options)}
 
 
@@ -103,19 +109,32 @@ class AppContext:
                 self.out.debug(line)
         return self._resolved
 
+    def journal_spec(self) -> str:
+        """Which journal: --journal, else $KLING_JOURNAL, else the file in the data directory."""
+        from kling_cli.config import data_dir
+        from kling_cli.journal import FILENAME, masked, password
+
+        spec = self.opts.journal or os.environ.get(envvars.JOURNAL) or str(data_dir() / FILENAME)
+        secret = password(spec)
+        if secret:
+            self.out.secrets.append(secret)
+        self.out.debug(f"journal: {masked(spec)}")
+        return spec
+
     def journal(self, *, required: bool = False):
         """The journal, or None when it is turned off. Opening it may fail: fatal before a submit (its intent
         must be recorded first), a warning anywhere else."""
         if self.opts.no_journal or os.environ.get(envvars.NO_JOURNAL, "") not in ("", "0"):
+            if self.opts.journal:
+                raise UsageError("--journal and --no-journal contradict each other: give one")
             if required:
                 self.out.warn("journal off: a lost answer cannot be reconciled, and a rerun of a CSV batch cannot "
                               "tell which rows were already paid for")
             return None
-        from kling_cli.config import data_dir
-        from kling_cli.journal import FILENAME, Journal, JournalError
+        from kling_cli.journal import JournalError, open_journal
 
         try:
-            return Journal(data_dir() / FILENAME)
+            return open_journal(self.journal_spec())
         except JournalError as exc:
             if required:
                 raise JournalError(f"{exc.message}; nothing was sent", hint=exc.hint) from None
@@ -183,8 +202,8 @@ def _keyword(name: str, annotation: Any, default: Any = inspect.Parameter.empty)
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
 
 
-def command(app: typer.Typer, name: str, *, task_options: bool = False, groups: dict[str, type] | None = None,
-            **kwargs: Any) -> Callable:
+def command(app: typer.Typer, name: str, *, task_options: bool = False, journal_option: bool = False,
+            groups: dict[str, type] | None = None, **kwargs: Any) -> Callable:
     """Register `fn(ctx: AppContext, ...)` as a command that also accepts the global options.
 
     The function's own parameters are Typer parameters; the global ones are appended to its signature,
@@ -197,7 +216,7 @@ def command(app: typer.Typer, name: str, *, task_options: bool = False, groups: 
     def register(fn: Callable[..., Any]) -> Callable[..., Any]:
         signature = inspect.signature(fn, eval_str=True)
         own = [p for p in list(signature.parameters.values())[1:] if p.name not in groups]
-        shared = {**_COMMON, **(_TASK if task_options else {})}
+        shared = {**_COMMON, **(_TASK if task_options else _JOURNAL if journal_option else {})}
         extra = []
         for cls in groups.values():
             hints = get_type_hints(cls, include_extras=True)

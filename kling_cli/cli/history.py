@@ -10,7 +10,7 @@ from kling_cli.cli._app import app
 from kling_cli.cli._common import AppContext, command
 
 
-@command(app, "history")
+@command(app, "history", journal_option=True)
 def history(
     ctx: AppContext,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="How many entries.")] = 20,
@@ -18,18 +18,17 @@ def history(
                                                   "running, succeeded, failed) or journal state (pending, "
                                                   "submitted, refused, uncertain).", show_default=False)] = None,
 ) -> int:
-    """List the tasks this machine submitted, newest first (--profile P keeps one profile's).
+    """List the tasks in the journal, newest first (--profile P keeps one profile's).
 
     Example: kling history --status failed --json
     """
-    from kling_cli.config import data_dir
-    from kling_cli.journal import FILENAME, Journal
+    from kling_cli.journal import is_postgres, local_path, open_journal
 
-    path = data_dir() / FILENAME
-    if not path.exists():
-        ctx.out.info(f"the journal is empty ({path} does not exist yet)")
+    spec = ctx.journal_spec()
+    if not is_postgres(spec) and not local_path(spec).exists():
+        ctx.out.info(f"the journal is empty ({local_path(spec)} does not exist yet)")
         return 0
-    journal = Journal(path)
+    journal = open_journal(spec)
     try:
         entries = journal.history(limit=limit, status=status, profile=ctx.opts.profile)
     finally:

@@ -170,9 +170,15 @@ def _submit(ctx: AppContext, kind: str, req: Any, follow: _Follow, deadline: flo
 
     service = ctx.service(journal_required=True)
     service.preflight(kind, req)
+    given = req.external_id
     req.external_id = req.external_id or new_external_id()
     ctx.submitting = req.external_id  # named if Ctrl-C lands while the answer is awaited
-    task = service.submit(kind, req)
+    if given and service.journal is not None:  # another kling may be sending the same id: claim it first
+        from kling_cli.claims import submit_once
+
+        task = submit_once(service, kind, req, say=ctx.out.info)
+    else:
+        task = service.submit(kind, req)
     ctx.submitting = None
     ctx.running.append(task.id)
     resolved = ctx.resolved()

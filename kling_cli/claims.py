@@ -1,0 +1,96 @@
+"""One submit per external id, however many processes try: claims taken in the journal, and what a
+process does when it finds a claim that is not its own.
+
+A claim (see `Journal.claim`) lasts from just before a submit until its task id is recorded. The process
+that wins sends; the others *follow*: they poll the journal until the winner records the task id (then
+they treat the task as their own: wait, download, list it) or gives the claim up without one (then they
+claim it themselves). A claim whose process is gone is taken over only through the reconcile path below:
+the earlier submit is looked up by its external id, and where the provider cannot be asked it becomes
+`uncertain`. Nothing is ever sent blind.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+from kling_cli.errors import SubmitUncertain
+from kling_cli.journal import HELD, KNOWN, Entry
+from kling_cli.journal.owner import Owner
+from kling_cli.models import MotionRequest, T2VRequest, Task
+
+if TYPE_CHECKING:
+    from kling_cli.service import Service
+
+#: seconds between two looks at a followed claim: a claim lasts one submit, so its task id comes soon
+FOLLOW_POLL = 0.2
+#: what `recover` says when the earlier submit provably created nothing, or cannot be known about
+ABSENT, UNKNOWN = "absent", "unknown"
+
+_owner: Owner | None = None
+
+
+def this_process() -> Owner:
+    global _owner
+    if _owner is None:
+        _owner = Owner.this_process()
+    return _owner
+
+
+def recover(service: Service, kind: str, entry: Entry) -> Task | str:
+    """An earlier submit of a claimed external id left `entry` without a task id (its answer was lost, or its
+    process died while sending). Find its task by the external id where the provider can (the entry is then
+    `submitted`); if the provider has no such task the entry ends `refused` and the caller may send
+    (ABSENT); where the provider cannot be asked, UNKNOWN: the caller must not send it again on its own."""
+    journal = service.journal
+    if not service.dialect.lookup_by_external_id:
+        return UNKNOWN
+    found = service.find_by_external_id(kind, entry.external_id)
+    if found is None:
+        journal.record_state(entry.id, "refused", "never created: the provider has no task with its external id")
+        return ABSENT
+    journal.record_submitted(entry.id, found)
+    return found
+
+
+def submit_once(service: Service, kind: str, req: T2VRequest | MotionRequest, *,
+                say: Callable[[str], None] = lambda _m: None) -> Task:
+    """A single submit with the user's own external id, claimed like a CSV row: a second `kling` given the same
+    id while the first is sending follows the first's task instead of paying again, and one whose earlier
+    try lost its answer is reconciled first. An id that already names a recorded task is sent as asked (the
+    provider refuses a reused id, or not)."""
+    journal = service.journal
+    profile = service.resolved.profile
+    owner = this_process()
+    external_id = req.external_id or ""
+    announced = False
+    while True:
+        claim = journal.claim(profile, external_id, owner)
+        if claim.state == KNOWN:  # a reused id, as the user asked: the provider says whether it takes it
+            return service.submit(kind, req)
+        if claim.state != HELD:
+            break
+        if not announced:
+            say(f"external id {external_id} is being submitted by {claim.holder}: waiting for its task id")
+            announced = True
+        while True:
+            service.sleep(FOLLOW_POLL)
+            seen = journal.watch(profile, [external_id], owner)[external_id]
+            if seen.entry is not None:
+                return seen.entry.to_task()
+            if not seen.held:
+                break
+    try:
+        if claim.entry is not None:
+            found = recover(service, kind, claim.entry)
+            if isinstance(found, Task):
+                say(f"external id {external_id} was submitted before: found it as task {found.id}")
+                return found
+            if found == UNKNOWN:
+                journal.record_state(claim.entry.id, "uncertain", claim.entry.error)
+                raise SubmitUncertain(
+                    f"external id {external_id} was submitted before and its answer was lost; the provider cannot "
+                    "be asked whether it created the task, so it is not sent again",
+                    hint="`kling history --status uncertain` lists it; use another --external-id to pay again")
+        return service.submit(kind, req)
+    finally:
+        journal.release(profile, external_id, owner)
