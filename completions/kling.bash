@@ -44,7 +44,7 @@ _kling_info() {
             _kling_varargs=1
             ;;
         'kling history')
-            _kling_opts=(--limit -n --status --profile -p --json --quiet -q --verbose -v --no-color --no-input --journal --help -h)
+            _kling_opts=(--limit -n --status --cost --profile -p --json --quiet -q --verbose -v --no-color --no-input --journal --help -h)
             _kling_vopts=' --limit -n --status --profile -p --journal '
             ;;
         'kling profile')
@@ -93,12 +93,12 @@ _kling_info() {
             _kling_opts=(--help -h)
             ;;
         'kling submit motion')
-            _kling_opts=(--image --video --orientation --mode --prompt --keep-sound --no-keep-sound --model --callback-url --external-id --extra --wait --timeout --interval --download --from-csv --extra-columns --skip-invalid --dry-run -n --out --max-in-flight --rate --shard --resubmit-uncertain --profile -p --json --quiet -q --verbose -v --no-color --no-input --raw --dialect --no-journal --journal --help -h)
-            _kling_vopts=' --image --video --orientation --mode --prompt --model --callback-url --external-id --extra --timeout --interval --download --from-csv --out --max-in-flight --rate --shard --profile -p --dialect --journal '
+            _kling_opts=(--image --video --orientation --mode --prompt --keep-sound --no-keep-sound --model --callback-url --external-id --extra --wait --timeout --interval --download --from-csv --extra-columns --skip-invalid --dry-run -n --out --max-in-flight --rate --shard --resubmit-uncertain --max-cost --profile -p --json --quiet -q --verbose -v --no-color --no-input --raw --dialect --no-journal --journal --help -h)
+            _kling_vopts=' --image --video --orientation --mode --prompt --model --callback-url --external-id --extra --timeout --interval --download --from-csv --out --max-in-flight --rate --shard --max-cost --profile -p --dialect --journal '
             ;;
         'kling submit t2v')
-            _kling_opts=(--model --mode --duration --aspect-ratio --negative-prompt --cfg-scale --camera-control --callback-url --external-id --extra --wait --timeout --interval --download --from-csv --extra-columns --skip-invalid --dry-run -n --out --max-in-flight --rate --shard --resubmit-uncertain --profile -p --json --quiet -q --verbose -v --no-color --no-input --raw --dialect --no-journal --journal --help -h)
-            _kling_vopts=' --model --mode --duration --aspect-ratio --negative-prompt --cfg-scale --camera-control --callback-url --external-id --extra --timeout --interval --download --from-csv --out --max-in-flight --rate --shard --profile -p --dialect --journal '
+            _kling_opts=(--model --mode --duration --aspect-ratio --negative-prompt --cfg-scale --camera-control --callback-url --external-id --extra --wait --timeout --interval --download --from-csv --extra-columns --skip-invalid --dry-run -n --out --max-in-flight --rate --shard --resubmit-uncertain --max-cost --profile -p --json --quiet -q --verbose -v --no-color --no-input --raw --dialect --no-journal --journal --help -h)
+            _kling_vopts=' --model --mode --duration --aspect-ratio --negative-prompt --cfg-scale --camera-control --callback-url --external-id --extra --timeout --interval --download --from-csv --out --max-in-flight --rate --shard --max-cost --profile -p --dialect --journal '
             _kling_nargs=1
             ;;
         'kling wait')

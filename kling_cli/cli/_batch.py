@@ -9,7 +9,7 @@ from typing import Any
 from kling_cli.batch import BatchOptions, BatchRun, Planned, Plan, plan_rows
 from kling_cli.cli._common import AppContext
 from kling_cli.cli._many import DownloadPlan, Tally, finish_downloads, start_download
-from kling_cli.errors import ExitCode, UsageError, WaitTimeout
+from kling_cli.errors import ExitCode, KlingError, UsageError, WaitTimeout
 from kling_cli.models import Task, TaskStatus
 from kling_cli.progress import View
 from kling_cli.waiting import PollPolicy, Waiter, format_duration
@@ -31,22 +31,40 @@ def _report_problems(ctx: AppContext, opts: BatchOptions, plan: Plan) -> None:
 
 def dry_run(ctx: AppContext, opts: BatchOptions) -> int:
     """Print the resolved request of every row (inline media shown as a placeholder), send nothing."""
+    from kling_cli.pricing import Totals
+
     service = ctx.service()
+    totals = Totals()
 
     def show(row, req, identity: str, external_id: str) -> None:
         req.external_id = external_id
-        if getattr(req, "image", None) is not None and not req.image.is_url:
-            req.image_base64 = f"<base64 of {req.image.value}>"
-        wire = service.dialect.build_submit(opts.kind, req)
+        body, guess = dry_run_request(service, opts.kind, req)
+        totals.add(guess.cost)
         ctx.out.json({"row": row.number, "line": row.line, "identity": identity, "external_id": external_id,
-                      "kind": opts.kind, "method": wire.method, "path": wire.path, "request": wire.json})
+                      **body})
 
     plan = plan_rows(service, opts, on_row=show, keep=False)
     _report_problems(ctx, opts, plan)
     shard = f", {plan.out_of_shard} in other shards" if plan.out_of_shard else ""
     ctx.out.info(f"dry run: {plan.accepted} of {plan.total} rows would be submitted{shard}, "
                  f"{len(plan.problems)} invalid; nothing was sent")
+    ctx.out.info(f"estimated cost: {totals.text()}" + (" (no public price for some rows: see the README's price "
+                                                       "table)" if totals.unknown else ""))
     return int(ExitCode.USAGE) if plan.problems and not opts.skip_invalid else 0
+
+
+def dry_run_request(service, kind: str, req) -> tuple[dict[str, Any], Any]:
+    """What a submit would send (inline media shown as a placeholder) and what it would cost."""
+    from kling_cli.pricing import estimate
+
+    if getattr(req, "image", None) is not None and not req.image.is_url:
+        req.image_base64 = f"<base64 of {req.image.value}>"
+    wire = service.dialect.build_submit(kind, req)
+    resolved = service.resolved
+    guess = estimate(resolved.provider, resolved.dialect, kind, wire.json)
+    return {"kind": kind, "method": wire.method, "path": wire.path, "request": wire.json,
+            "estimate": {"cost": guess.cost.to_json() if guess.cost else None, "unit": guess.unit,
+                         "source": guess.source, "for": guess.what}}, guess
 
 
 def run_batch(ctx: AppContext, opts: BatchOptions, run: RunOptions) -> int:
@@ -116,8 +134,18 @@ def run_batch(ctx: AppContext, opts: BatchOptions, run: RunOptions) -> int:
              f"{result.uncertain} uncertain, {len(plan.problems)} invalid"
              + (f", {plan.out_of_shard} in other shards" if plan.out_of_shard else "")
              + (f", {result.followed} submitted by other processes" if result.followed else ""))
+    if result.budget is not None:
+        budget = result.budget
+        out.info(f"cost: {result.spent:g} {budget.unit} of --max-cost {budget.amount:g} {budget.unit} (reported where "
+                 "the provider reported it, else estimated)")
     if result.journal_lost is not None:
         return _journal_lost(ctx, result)
+    if result.budget_stopped:
+        out.error(KlingError(f"--max-cost {result.budget.amount:g} {result.budget.unit} reached: stopped submitting, "
+                             f"{result.not_sent} rows not sent", code="budget",
+                             hint="run the same command again with a higher --max-cost to send the rest; rows "
+                             "already sent are not paid again"))
+        return int(ExitCode.BUDGET)
     if result.timed_out:
         ids = " ".join(result.pending)
         out.error(WaitTimeout(f"the batch is not finished after {format_duration(run.timeout)}"
@@ -136,8 +164,6 @@ def run_batch(ctx: AppContext, opts: BatchOptions, run: RunOptions) -> int:
 
 def _journal_lost(ctx: AppContext, result) -> int:
     """The journal stopped answering mid-batch: no row can be claimed, so none more was sent."""
-    from kling_cli.errors import KlingError
-
     lost = result.journal_lost
     running = f"; still running: {' '.join(result.pending)}" if result.pending else ""
     ctx.out.error(KlingError(f"{lost.message}: stopped submitting, {result.not_sent} rows not sent{running}",
@@ -169,10 +195,11 @@ def _print_row(ctx: AppContext, item: Planned, state: str, detail: str, task: Ta
 
 def batch_options(kind: str, csv_path: Path, defaults: dict[str, Any], *, extra_columns: bool, skip_invalid: bool,
                   max_in_flight: int, rate: str | None, shard: str | None, resubmit_uncertain: bool,
-                  wait: bool) -> BatchOptions:
+                  wait: bool, max_cost: str | None = None) -> BatchOptions:
     from kling_cli.batch import parse_rate, parse_shard
 
     return BatchOptions(csv_path=csv_path, kind=kind, defaults=defaults, extra_columns=extra_columns,
                         skip_invalid=skip_invalid, max_in_flight=max_in_flight, rate=parse_rate(rate),
-                        shard=parse_shard(shard), resubmit_uncertain=resubmit_uncertain, wait=wait)
+                        shard=parse_shard(shard), resubmit_uncertain=resubmit_uncertain, wait=wait,
+                        max_cost=max_cost)
 

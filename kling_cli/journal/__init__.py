@@ -381,7 +381,9 @@ class Journal:
                 found.update({row["task_id"]: row["kind"] for row in rows[0]})
         return found
 
-    def history(self, *, limit: int = 20, status: str | None = None, profile: str | None = None) -> list[Entry]:
+    def history(self, *, limit: int | None = 20, status: str | None = None, profile: str | None = None,
+                since: str | None = None) -> list[Entry]:
+        """Entries newest first; `since` is an ISO time (entries created at or after it)."""
         clauses, args = [], []
         if status:
             clauses.append("(status = ? OR state = ?)")
@@ -389,8 +391,22 @@ class Journal:
         if profile:
             clauses.append("profile = ?")
             args.append(profile)
+        if since:
+            clauses.append("created_at >= ?")
+            args.append(since)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        if limit is None:
+            return self._read(f"SELECT * FROM submissions {where} ORDER BY id DESC", args)
         return self._read(f"SELECT * FROM submissions {where} ORDER BY id DESC LIMIT ?", (*args, limit))
+
+    def find_tasks(self, task_ids: list[str]) -> dict[str, Entry]:
+        """The latest entry of each of these tasks, in a few queries."""
+        found: dict[str, Entry] = {}
+        for chunk in _chunks(task_ids):
+            for entry in self._read(f"SELECT * FROM submissions WHERE task_id IN ({_marks(chunk)}) ORDER BY id",
+                                    chunk):
+                found[entry.task_id or ""] = entry
+        return found
 
 
 # --- which journal ---------------------------------------------------------------------------------
