@@ -10,7 +10,7 @@
 function __kling_subcommands
     switch $argv[1]
         case 'kling'
-            printf '%s\n' 'batch-status' 'callback' 'download' 'history' 'profile' 'sandbox' 'status' 'submit' 'wait'
+            printf '%s\n' 'batch-status' 'callback' 'download' 'history' 'profile' 'report' 'sandbox' 'status' 'submit' 'wait'
         case 'kling callback'
             printf '%s\n' 'listen' 'verify'
         case 'kling profile'
@@ -46,6 +46,8 @@ function __kling_value_options
             printf '%s\n' '--profile' '-p'
         case 'kling profile use'
             printf '%s\n' '--profile' '-p'
+        case 'kling report'
+            printf '%s\n' '--from' '--since' '--status' '--html' '--junit' '--title' '--profile' '-p' '--dialect' '--journal'
         case 'kling sandbox serve'
             printf '%s\n' '--host' '--port' '--task-seconds' '--state-dir' '--latency' '--retry-after' '--profile' '-p'
         case 'kling status'
@@ -110,6 +112,7 @@ complete -c kling -n '__kling_at kling' -a 'callback' -d 'Check and receive the 
 complete -c kling -n '__kling_at kling' -a 'download' -d 'Download the videos of succeeded tasks, in parallel, resuming partial files'
 complete -c kling -n '__kling_at kling' -a 'history' -d 'List the tasks in the journal, newest first (--profile P keeps one profile\'s)'
 complete -c kling -n '__kling_at kling' -a 'profile' -d 'Manage profiles (provider, base URL, credentials)'
+complete -c kling -n '__kling_at kling' -a 'report' -d 'Report tasks from a manifest (--from results.csv), ids, or the journal...'
 complete -c kling -n '__kling_at kling' -a 'sandbox' -d 'The built-in emulator of every provider dialect'
 complete -c kling -n '__kling_at kling' -a 'status' -d 'Query a task once and print it (exit 0 even if the task failed: the query...'
 complete -c kling -n '__kling_at kling' -a 'submit' -d 'Submit a paid generation task (prints its id on stdout)'
@@ -269,6 +272,27 @@ complete -c kling -n '__kling_at kling profile use' -l 'verbose' -s 'v' -d 'Expl
 complete -c kling -n '__kling_at kling profile use' -l 'no-color' -d 'No colour (also NO_COLOR=1 or TERM=dumb)'
 complete -c kling -n '__kling_at kling profile use' -l 'no-input' -d 'Never prompt (always so when stdin is not a terminal)'
 complete -c kling -n '__kling_at kling profile use' -l 'help' -s 'h' -d 'Show this message and exit'
+
+# kling report
+complete -c kling -n '__kling_at kling report' -l 'from' -r -F -d 'Read ids from a file: one id per line, JSON tasks (NDJSON), or a CSV with a...'
+complete -c kling -n '__kling_at kling report' -l 'since' -x -d 'From the journal: tasks submitted in the last SPAN (90m, 12h, 1d, 2w) or...'
+complete -c kling -n '__kling_at kling report' -l 'status' -x -d 'Only tasks with this status (succeeded, failed, refused, uncertain...)'
+complete -c kling -n '__kling_at kling report' -l 'refresh' -d 'Ask the provider for each task\'s status now, instead of using what was recorded'
+complete -c kling -n '__kling_at kling report' -l 'html' -r -F -d 'Write one self-contained HTML page: a card per task with its video'
+complete -c kling -n '__kling_at kling report' -l 'junit' -r -F -d 'Write JUnit XML: a testcase per row or task'
+complete -c kling -n '__kling_at kling report' -l 'github' -d 'Write Markdown to $GITHUB_STEP_SUMMARY (else stdout) and...'
+complete -c kling -n '__kling_at kling report' -l 'title' -x -d 'The report\'s title'
+complete -c kling -n '__kling_at kling report' -l 'profile' -s 'p' -x -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
+complete -c kling -n '__kling_at kling report' -l 'json' -d 'Print one JSON object per line on stdout, errors included'
+complete -c kling -n '__kling_at kling report' -l 'quiet' -s 'q' -d 'Less on stderr; -qq hides warnings too'
+complete -c kling -n '__kling_at kling report' -l 'verbose' -s 'v' -d 'Explain where settings came from; -vv logs each HTTP request'
+complete -c kling -n '__kling_at kling report' -l 'no-color' -d 'No colour (also NO_COLOR=1 or TERM=dumb)'
+complete -c kling -n '__kling_at kling report' -l 'no-input' -d 'Never prompt (always so when stdin is not a terminal)'
+complete -c kling -n '__kling_at kling report' -l 'raw' -d 'Include the provider\'s own payload as `raw` in --json output'
+complete -c kling -n '__kling_at kling report' -l 'dialect' -x -d 'With --profile sandbox: which provider dialect the sandbox speaks (kling...'
+complete -c kling -n '__kling_at kling report' -l 'no-journal' -d 'Do not record tasks in the local journal (also KLING_NO_JOURNAL=1); a lost...'
+complete -c kling -n '__kling_at kling report' -l 'journal' -x -d 'The journal: a file path or sqlite:///path (default: journal.db in the data...'
+complete -c kling -n '__kling_at kling report' -l 'help' -s 'h' -d 'Show this message and exit'
 
 # kling sandbox
 complete -c kling -n '__kling_at kling sandbox' -a 'serve' -d 'Run the sandbox until Ctrl-C and print its base URL for each dialect'

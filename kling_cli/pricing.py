@@ -113,10 +113,11 @@ class Totals:
         else:
             self.sums[cost.unit] = self.sums.get(cost.unit, 0.0) + cost.amount
 
-    def text(self) -> str:
+    def text(self, unknown: str = "unknown") -> str:
+        """`12 units, 3 unknown`; `unknown` names what the uncounted amounts are."""
         parts = [f"{amount:g} {unit}" for unit, amount in sorted(self.sums.items())]
         if self.unknown:
-            parts.append(f"{self.unknown} unknown")
+            parts.append(f"{self.unknown} {unknown}")
         return ", ".join(parts) or "nothing"
 
 
