@@ -99,17 +99,17 @@ _kling_info() {
             _kling_opts=(--help -h)
             ;;
         'kling submit motion')
-            _kling_opts=(--image --video --orientation --mode --prompt --keep-sound --no-keep-sound --model --callback-url --external-id --extra --wait --timeout --interval --download --from-csv --extra-columns --skip-invalid --dry-run -n --out --max-in-flight --rate --shard --resubmit-uncertain --max-cost --profile -p --json --quiet -q --verbose -v --no-color --no-input --raw --dialect --no-journal --journal --help -h)
-            _kling_vopts=' --image --video --orientation --mode --prompt --model --callback-url --external-id --extra --timeout --interval --download --from-csv --out --max-in-flight --rate --shard --max-cost --profile -p --dialect --journal '
+            _kling_opts=(--image --video --orientation --mode --prompt --keep-sound --no-keep-sound --model --callback-url --external-id --extra --wait --timeout --interval --download --from-csv --extra-columns --skip-invalid --dry-run -n --out --max-in-flight --rate --shard --resubmit-uncertain --max-cost --events --profile -p --json --quiet -q --verbose -v --no-color --no-input --raw --dialect --no-journal --journal --help -h)
+            _kling_vopts=' --image --video --orientation --mode --prompt --model --callback-url --external-id --extra --timeout --interval --download --from-csv --out --max-in-flight --rate --shard --max-cost --events --profile -p --dialect --journal '
             ;;
         'kling submit t2v')
-            _kling_opts=(--model --mode --duration --aspect-ratio --negative-prompt --cfg-scale --camera-control --callback-url --external-id --extra --wait --timeout --interval --download --from-csv --extra-columns --skip-invalid --dry-run -n --out --max-in-flight --rate --shard --resubmit-uncertain --max-cost --profile -p --json --quiet -q --verbose -v --no-color --no-input --raw --dialect --no-journal --journal --help -h)
-            _kling_vopts=' --model --mode --duration --aspect-ratio --negative-prompt --cfg-scale --camera-control --callback-url --external-id --extra --timeout --interval --download --from-csv --out --max-in-flight --rate --shard --max-cost --profile -p --dialect --journal '
+            _kling_opts=(--model --mode --duration --aspect-ratio --negative-prompt --cfg-scale --camera-control --callback-url --external-id --extra --wait --timeout --interval --download --from-csv --extra-columns --skip-invalid --dry-run -n --out --max-in-flight --rate --shard --resubmit-uncertain --max-cost --events --profile -p --json --quiet -q --verbose -v --no-color --no-input --raw --dialect --no-journal --journal --help -h)
+            _kling_vopts=' --model --mode --duration --aspect-ratio --negative-prompt --cfg-scale --camera-control --callback-url --external-id --extra --timeout --interval --download --from-csv --out --max-in-flight --rate --shard --max-cost --events --profile -p --dialect --journal '
             _kling_nargs=1
             ;;
         'kling wait')
-            _kling_opts=(--from --kind --timeout --interval --download --name --fail-fast --concurrency --profile -p --json --quiet -q --verbose -v --no-color --no-input --raw --dialect --no-journal --journal --help -h)
-            _kling_vopts=' --from --kind --timeout --interval --download --name --concurrency --profile -p --dialect --journal '
+            _kling_opts=(--from --kind --timeout --interval --download --name --fail-fast --concurrency --events --profile -p --json --quiet -q --verbose -v --no-color --no-input --raw --dialect --no-journal --journal --help -h)
+            _kling_vopts=' --from --kind --timeout --interval --download --name --concurrency --events --profile -p --dialect --journal '
             _kling_nargs=1
             _kling_varargs=1
             ;;
@@ -120,7 +120,7 @@ _kling_info() {
 # Usage: _kling_values PATH OPTION-OR-#N TYPED
 _kling_values() {
     case "$1 $2" in
-        'kling batch-status --from'|'kling callback listen --webhook-secret-file'|'kling callback verify --webhook-secret-file'|'kling download --from'|'kling profile add --api-key-file'|'kling profile add --secret-key-file'|'kling profile add --webhook-secret-file'|'kling report --from'|'kling report --html'|'kling report --junit'|'kling sandbox serve --state-dir'|'kling submit motion --image'|'kling submit motion --video'|'kling submit motion --from-csv'|'kling submit motion --out'|'kling submit t2v --from-csv'|'kling submit t2v --out'|'kling wait --from')
+        'kling batch-status --from'|'kling callback listen --webhook-secret-file'|'kling callback verify --webhook-secret-file'|'kling download --from'|'kling profile add --api-key-file'|'kling profile add --secret-key-file'|'kling profile add --webhook-secret-file'|'kling report --from'|'kling report --html'|'kling report --junit'|'kling sandbox serve --state-dir'|'kling submit motion --image'|'kling submit motion --video'|'kling submit motion --from-csv'|'kling submit motion --out'|'kling submit motion --events'|'kling submit t2v --from-csv'|'kling submit t2v --out'|'kling submit t2v --events'|'kling wait --from'|'kling wait --events')
             _kling_files "$3"
             ;;
         'kling batch-status --kind'|'kling download --kind'|'kling status --kind'|'kling wait --kind')

@@ -36,6 +36,7 @@ from kling_cli.errors import (
     SubmitUncertain,
     UsageError,
 )
+from kling_cli.events import ERROR, FAILED, FOLLOWING, REQUEUED, STATUS, Event
 from kling_cli.fsutil import sha256_file
 from kling_cli.models import Cost, MediaRef, MotionRequest, T2VRequest, Task, TaskStatus, json_object, json_or_text
 
@@ -385,16 +386,15 @@ def _let_go(release: Callable[[], None]) -> None:
 class BatchRun:
     """Submit the planned rows under the in-flight and rate limits, following tasks as they run."""
 
-    def __init__(self, service, opts: BatchOptions, plan: Plan, waiter, *, manifest=None,
-                 on_event: Callable[[Planned, str, str, Task | None], None] = lambda _p, _e, _d, _t: None,
-                 on_done: Callable[[Planned, Task], None] = lambda _p, _t: None) -> None:
+    def __init__(self, service, opts: BatchOptions, plan: Plan, waiter, events, *, manifest=None) -> None:
+        """`events` (an `events.Stream`) receives everything that happens to the rows; `manifest` is read only,
+        for the task ids an earlier run kept."""
         self.service = service
         self.opts = opts
         self.plan = plan
         self.waiter = waiter
+        self.events = events
         self.manifest = manifest
-        self.on_event = on_event
-        self.on_done_cb = on_done
         self.queue: deque[Planned] = deque()
         #: rows another process has claimed, by external id: waiting for their task ids
         self.following: dict[str, Planned] = {}
@@ -413,21 +413,20 @@ class BatchRun:
 
             resolved = service.resolved
             self.result.budget = parse_budget(opts.max_cost, unit_of(resolved.provider, resolved.dialect))
+        # downloads, emitted about tasks, are placed on their rows
+        events.locate = self.by_task.get
+        # the poll loop is the engine's own: it learns first, then tells the stream
+        waiter.on_update = lambda task: events.emit(Event(STATUS, task=task, row=self.by_task.get(task.id)))
         waiter.on_done = self._finished
         waiter.on_error = self._query_error
 
     # -- events ---------------------------------------------------------------------------------
-    def _mark(self, item: Planned, state: str, detail: str = "", task: Task | None = None, **fields: Any) -> None:
+    def _mark(self, item: Planned, state: str, detail: str = "", task: Task | None = None,
+              error: str | None = None) -> None:
+        """The row reached `state`: a task status, or submitted, uncertain, refused, error."""
         item.state = state
-        if self.manifest is not None:
-            from kling_cli.manifest import task_fields
-
-            values = {"line": item.row.line, "identity": item.identity, "kind": item.kind,
-                      "external_id": item.external_id, **(task_fields(task) if task else {}), **fields}
-            if not task:
-                values["status"] = state
-            self.manifest.update(item.row.number, **values)
-        self.on_event(item, state, detail, task)
+        name = {"succeeded": STATUS, "failed": FAILED}.get(state, state) if task is not None else state
+        self.events.emit(Event(name, task=task, task_id=item.task_id, row=item, detail=detail, error=error))
 
     def _finished(self, task: Task) -> None:
         item = self.by_task.get(task.id)
@@ -443,13 +442,15 @@ class BatchRun:
                 and item.row.number in self.costs:
             self.costs[item.row.number] = task.cost.amount
         self._mark(item, task.status.value, task.error.message if task.error else "", task)
-        self.on_done_cb(item, task)
 
     def _query_error(self, task_id: str, error: KlingError, final: bool) -> None:
         item = self.by_task.get(task_id)
         if item is not None and final:
             self.result.errors.append(error)
             self._mark(item, "error", error.message, error=error.message)
+        else:  # one poll failed; it is tried again
+            self.events.emit(Event(ERROR, task_id=task_id, row=item, detail=error.message, error=error.message,
+                                   final=final))
 
     # -- reconciling with the journal -----------------------------------------------------------
     def reconcile(self) -> None:
@@ -484,7 +485,6 @@ class BatchRun:
                 self.result.failed += 1
             self._mark(item, task.status.value, "done by another process" if other else "done in an earlier run",
                        task)
-            self.on_done_cb(item, task)
         else:
             by = "by another process" if other else "in an earlier run"
             self._mark(item, "submitted", f"submitted {by}: following it", task)
@@ -510,7 +510,8 @@ class BatchRun:
             return False
         if claim.state == HELD:
             self.following[item.external_id] = item
-            self.on_event(item, "following", f"{claim.holder} is submitting it: waiting for its task id", None)
+            self.events.emit(Event(FOLLOWING, row=item, detail=f"{claim.holder} is submitting it: waiting for its "
+                                   "task id"))
             return False
         try:
             if claim.entry is not None and not self._recover(item, claim.entry, claim.took_over):
@@ -674,7 +675,7 @@ class BatchRun:
                 item.not_before = self.service.clock() + min(REQUEUE_DELAY * 2 ** (item.tries - 1), REQUEUE_MAX)
                 self.cap = max(1, self._own_in_flight()) if self._own_in_flight() else None
                 self.queue.appendleft(item)
-                self.on_event(item, "requeued", exc.message, None)
+                self.events.emit(Event(REQUEUED, row=item, detail=exc.message))
                 return True
             if isinstance(exc, SubmitUncertain):
                 self.result.uncertain += 1

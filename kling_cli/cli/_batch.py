@@ -8,8 +8,9 @@ from typing import Any
 
 from kling_cli.batch import BatchOptions, BatchRun, Planned, Plan, plan_rows
 from kling_cli.cli._common import AppContext
-from kling_cli.cli._many import DownloadPlan, Tally, finish_downloads, start_download
+from kling_cli.cli._many import DownloadPlan, Tally, finish_downloads, record_files, start_download
 from kling_cli.errors import ExitCode, KlingError, UsageError, WaitTimeout
+from kling_cli.events import DOWNLOADED, ERROR, FOLLOWING, REQUEUED, STATUS, Event, EventLog, Stream
 from kling_cli.models import Task, TaskStatus
 from kling_cli.progress import View
 from kling_cli.waiting import PollPolicy, Waiter, format_duration
@@ -22,6 +23,8 @@ class RunOptions:
     timeout: float
     interval: float | None
     download: DownloadPlan | None
+    #: --events FILE: the NDJSON log of what happens
+    events: Path | None = None
 
 
 def _report_problems(ctx: AppContext, opts: BatchOptions, plan: Plan) -> None:
@@ -95,7 +98,15 @@ def run_batch(ctx: AppContext, opts: BatchOptions, run: RunOptions) -> int:
             printed.add(item.row.number)
             _print_row(ctx, item, state, detail, task)
 
-    def on_event(item: Planned, state: str, detail: str, task: Task | None) -> None:
+    def show(event: Event) -> None:
+        """What a person sees and a pipeline reads: the live view, a line per row on stderr, the results on stdout."""
+        item = event.row
+        if event.name == STATUS and not event.ended:
+            view.update(event.task)  # a poll saw it move
+            return
+        if item is None or event.name == DOWNLOADED or (event.name == ERROR and not event.final):
+            return
+        state, detail, task = event.state, event.detail, event.task
         if state == "submitted" and item.task_id and item.task_id not in ctx.running:
             ctx.running.append(item.task_id)
         text = f"row {item.row.number} (line {item.row.line}): {state}" + (f": {detail}" if detail else "")
@@ -106,22 +117,27 @@ def run_batch(ctx: AppContext, opts: BatchOptions, run: RunOptions) -> int:
             out.info(text)
         if task is not None:
             view.update(task)
-        # a row's result line on stdout: terminal rows are printed by on_done
         if state in ("refused", "uncertain", "error") or (state == "submitted" and not opts.wait):
             print_row(item, state, detail)
-
-    def on_done(item: Planned, task: Task) -> None:
+        if not event.ended:
+            return
         if task.id in ctx.running:
             ctx.running.remove(task.id)
         if task.status is TaskStatus.SUCCEEDED and run.download is not None:
-            start_download(ctx, task, run.download, view, tally, manifest)
+            start_download(ctx, task, run.download, view, tally, events)
         else:
             print_row(item, task.status.value, "", task)
 
+    events = Stream()
+    if manifest is not None:
+        events.subscribe(lambda event: _to_manifest(manifest, event))
+    events.subscribe(record_files(ctx, manifest)).subscribe(show)
+    log = EventLog(run.events) if run.events is not None else None
+    if log is not None:
+        events.subscribe(log)
     waiter = Waiter(lambda batch, deadline: service.get_many(batch, deadline=deadline), [], timeout=run.timeout,
-                    policy=PollPolicy.from_options(run.interval), clock=service.clock, sleep=service.sleep,
-                    on_update=view.update)
-    batch = BatchRun(service, opts, plan, waiter, manifest=manifest, on_event=on_event, on_done=on_done)
+                    policy=PollPolicy.from_options(run.interval), clock=service.clock, sleep=service.sleep)
+    batch = BatchRun(service, opts, plan, waiter, events, manifest=manifest)
     try:
         with view:
             result = batch.run()
@@ -129,6 +145,8 @@ def run_batch(ctx: AppContext, opts: BatchOptions, run: RunOptions) -> int:
     finally:
         if manifest is not None:
             manifest.flush(force=True)
+        if log is not None:
+            log.close()
     out.info(f"{plan.total} rows: {result.submitted} submitted now, {result.skipped} already submitted, "
              f"{result.succeeded} succeeded, {result.failed} failed, {result.refused} refused, "
              f"{result.uncertain} uncertain, {len(plan.problems)} invalid"
@@ -160,6 +178,24 @@ def run_batch(ctx: AppContext, opts: BatchOptions, run: RunOptions) -> int:
     if result.errors:
         return int(result.errors[0].exit_code)
     return tally.exit_code()
+
+
+def _to_manifest(manifest, event: Event) -> None:
+    """A row's state as the batch decided it; what polls see on the way is not written."""
+    from kling_cli.manifest import task_fields
+
+    item = event.row
+    if item is None or event.name in (REQUEUED, FOLLOWING, DOWNLOADED) or (event.name == STATUS and not event.ended) \
+            or (event.name == ERROR and not event.final):
+        return
+    values = {"line": item.row.line, "identity": item.identity, "kind": item.kind, "external_id": item.external_id}
+    if event.task is not None:
+        values.update(task_fields(event.task))
+    else:
+        values["status"] = event.state
+    if event.error is not None:
+        values["error"] = event.error
+    manifest.update(item.row.number, **values)
 
 
 def _journal_lost(ctx: AppContext, result) -> int:

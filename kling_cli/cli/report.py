@@ -54,8 +54,8 @@ def report(
                                          "and ::error::/::warning:: commands for rows that did not succeed.")] = False,
     title: Annotated[str, typer.Option("--title", help="The report's title.")] = "kling report",
 ) -> int:
-    """Report tasks from a manifest (--from results.csv), ids, or the journal (--since 1d, --status, --profile),
-    using what was recorded unless --refresh.
+    """Report tasks from a manifest (--from results.csv), an --events log, ids, or the journal (--since 1d,
+    --status, --profile), using what was recorded unless --refresh.
 
     Example: kling report --from results.csv --html report.html --junit junit.xml --github
     """
@@ -91,14 +91,16 @@ def report(
 
 
 def _records(ctx: AppContext, task_ids, from_file, since, status):
-    from kling_cli.report import Record, from_entry, from_manifest_row
+    from kling_cli.report import Record, from_entry, from_event_log, from_manifest_row
 
     journal = ctx.journal()
     try:
         if from_file is not None or task_ids:
             from kling_cli.manifest import Manifest, is_manifest
 
-            if from_file is not None and is_manifest(from_file) and not task_ids:
+            if from_file is not None and not task_ids and _is_event_log(from_file):
+                records = from_event_log(from_file.read_text(encoding="utf-8"))
+            elif from_file is not None and is_manifest(from_file) and not task_ids:
                 rows = Manifest([from_file]).rows
                 records = [from_manifest_row(rows[number]) for number in sorted(rows)]
             else:
@@ -124,6 +126,17 @@ def _records(ctx: AppContext, task_ids, from_file, since, status):
     finally:
         if journal is not None:
             journal.close()
+
+
+def _is_event_log(path: Path) -> bool:
+    """An `--events` log (NDJSON with an `event` on each line), as `wait` and CSV runs write it."""
+    from kling_cli.events import is_event_log
+
+    try:
+        with path.open(encoding="utf-8") as handle:
+            return is_event_log(handle.readline())
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def _refresh(ctx: AppContext, records) -> None:

@@ -96,6 +96,9 @@ ShardOpt = Annotated[Optional[str], typer.Option("--shard", metavar="K/N", help=
                                                  show_default=False)]
 ResubmitOpt = Annotated[bool, typer.Option("--resubmit-uncertain", help="With --from-csv: send again rows whose "
                                            "answer was lost and cannot be looked up (may pay twice).")]
+EventsOpt = Annotated[Optional[Path], typer.Option(
+    "--events", metavar="FILE", help="With --from-csv: append what happens to FILE as NDJSON (submitted, status, "
+    "downloaded, failed, uncertain...), one flushed line per event, for another step to tail.", show_default=False)]
 MaxCostOpt = Annotated[Optional[str], typer.Option(
     "--max-cost", metavar="N[UNIT]", help="With --from-csv: refuse to start when the estimated cost is over N, and "
     "stop sending rows once the cost reported (else estimated) would pass it; UNIT is the provider's (units, "
@@ -143,6 +146,7 @@ class _Batch:
     shard: ShardOpt = None
     resubmit_uncertain: ResubmitOpt = False
     max_cost: MaxCostOpt = None
+    events: EventsOpt = None
 
 
 _GROUPS = {"follow": _Follow, "batch": _Batch}
@@ -162,11 +166,12 @@ def _run(ctx: AppContext, kind: str, fields: dict[str, Any], batch: _Batch, foll
                              shard=batch.shard, resubmit_uncertain=batch.resubmit_uncertain,
                              wait=follow.wait or follow.download is not None, max_cost=batch.max_cost)
         plan = DownloadPlan(follow.download) if follow.download is not None else None
-        return run_batch(ctx, opts, RunOptions(batch.dry_run, batch.out or [], deadline, follow.interval, plan))
+        return run_batch(ctx, opts, RunOptions(batch.dry_run, batch.out or [], deadline, follow.interval, plan,
+                                               events=batch.events))
     if (batch.out or batch.shard or batch.rate or batch.extra_columns or batch.skip_invalid or batch.max_cost
-            or batch.resubmit_uncertain or batch.max_in_flight != DEFAULT_MAX_IN_FLIGHT):
-        raise UsageError("--out, --shard, --rate, --max-in-flight, --max-cost, --extra-columns, --skip-invalid and "
-                         "--resubmit-uncertain go with --from-csv")
+            or batch.events or batch.resubmit_uncertain or batch.max_in_flight != DEFAULT_MAX_IN_FLIGHT):
+        raise UsageError("--out, --shard, --rate, --max-in-flight, --max-cost, --events, --extra-columns, "
+                         "--skip-invalid and --resubmit-uncertain go with --from-csv")
     if batch.dry_run:
         return _dry_run(ctx, kind, build(defaults))
     return _submit(ctx, kind, build(defaults), follow, deadline)

@@ -105,6 +105,42 @@ def from_manifest_row(row: dict[str, Any]) -> Record:
                   cost=parse_cost(row.get("cost")))
 
 
+def from_event_log(text: str) -> list[Record]:
+    """Records folded from an `--events` log: each row's (or task's) last state, its files, and the times
+    the events were seen."""
+    import json
+
+    records: dict[tuple[str, Any], Record] = {}
+    for line in text.splitlines():
+        try:
+            body = json.loads(line)
+        except ValueError:
+            continue  # a line being written while this one reads
+        if not isinstance(body, dict) or "event" not in body:
+            continue
+        key = ("row", body["row"]) if body.get("row") is not None else ("task", body.get("task_id"))
+        record = records.setdefault(key, Record(row=body.get("row"), created_at=body.get("time")))
+        record.line = body.get("line") or record.line
+        record.external_id = body.get("external_id") or record.external_id
+        record.task_id = body.get("task_id") or record.task_id
+        record.kind = body.get("kind") or record.kind
+        record.video_url = body.get("video_url") or record.video_url
+        record.cost = parse_cost(body.get("cost")) or record.cost
+        name = body["event"]
+        if name == "downloaded":
+            if body.get("file") and body["file"] not in record.files:
+                record.files.append(body["file"])
+        elif name == "error":
+            if body.get("final"):
+                record.status, record.error = "error", body.get("error")
+        elif name not in ("requeued", "following"):
+            record.status = body.get("status") or name
+            record.error = body.get("error") if record.status != "succeeded" else None
+            if record.status in ("succeeded", "failed"):
+                record.finished_at = body.get("time")
+    return sorted(records.values(), key=lambda r: (r.row is None, r.row or 0))
+
+
 def from_entry(entry, record: Record | None = None) -> Record:
     """Complete a record (or make one) from the journal's entry for its task."""
     from kling_cli.pricing import estimate, with_defaults
