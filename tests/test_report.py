@@ -191,8 +191,11 @@ def test_a_report_without_the_journal_shows_what_the_manifest_has(kling, batch, 
     copy = tmp_path / "elsewhere" / "results.csv"
     copy.parent.mkdir()
     shutil.copy(batch, copy)
+    first = Path(next(row["file"] for row in csv.DictReader(batch.open()) if row["file"]))
+    first.with_suffix(".jpg").write_bytes(b"\xff\xd8\xff")  # a poster frame someone made beside the video
     result = kling("--no-journal", "report", "--from", copy, "--html", copy.parent / "r.html")
     assert result.exit_code == 0, result
     page = (copy.parent / "r.html").read_text()
     assert page.count('class="card ') == 5 and page.count('src="../videos/') == 3  # relative to the page
     assert "1 units · estimate unknown" in page  # the request, and so the estimate, is in the journal only
+    assert page.count("poster=") == 1 and f'poster="../videos/{first.stem}.jpg"' in page

@@ -37,7 +37,6 @@ class Record:
     video_url: str | None = None
     #: the downloaded files, as recorded (paths as written by the command that downloaded them)
     files: list[str] = field(default_factory=list)
-    poster: str | None = None
     cost: Cost | None = None
     estimate: Cost | None = None
     created_at: str | None = None
@@ -166,15 +165,21 @@ def from_entry(entry, record: Record | None = None) -> Record:
     return record
 
 
-def local_video(record: Record, page_dir: Path) -> str | None:
-    """The downloaded file, relative to the page's folder (as a URL path), when it is still there."""
+def local_video(record: Record, page_dir: Path) -> tuple[str, str | None] | None:
+    """The downloaded file and its poster frame (an image of the same name beside it, e.g. `ID.jpg`), relative
+    to the page's folder as URL paths, when the file is still there."""
     import os
     from urllib.parse import quote
+
+    def relative(path: Path) -> str:
+        return quote(Path(os.path.relpath(path.resolve(), page_dir.resolve())).as_posix())
 
     for name in record.files:
         path = Path(name)
         if path.suffix.lower() in (".mp4", ".mov") and path.is_file():
-            return quote(Path(os.path.relpath(path.resolve(), page_dir.resolve())).as_posix())
+            poster = next((path.with_suffix(ext) for ext in (".jpg", ".jpeg", ".png", ".webp")
+                           if path.with_suffix(ext).is_file()), None)
+            return relative(path), relative(poster) if poster else None
     return None
 
 

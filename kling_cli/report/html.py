@@ -2,8 +2,9 @@
 
 Everything is inline (style, script, no fonts or CDN), so the page opens anywhere with no network: a
 downloaded video is linked by its path relative to the page, any other by the provider's URL. Large
-batches stay usable: no video is fetched when the page opens (`preload="none"`); a downloaded one loads
-its first frame as its card scrolls into view. The status filter is plain JavaScript.
+batches stay usable: no video is fetched when the page opens (`preload="none"`); a downloaded one shows its
+poster (an image of the same name beside it) or loads its first frame as its card scrolls into view. The
+status filter is plain JavaScript.
 """
 
 from __future__ import annotations
@@ -86,10 +87,11 @@ def _cost(record: Record) -> str:
 
 def _card(record: Record, page_dir: Path) -> str:
     status = escape(record.status)
-    src = local_video(record, page_dir)
-    if src is not None:
-        poster = f' poster="{escape(record.poster)}"' if record.poster else ""
-        video = f'<video controls preload="none" data-local{poster} src="{escape(src)}"></video>'
+    local = local_video(record, page_dir)
+    if local is not None:
+        src, poster = local
+        frame = f' poster="{escape(poster)}"' if poster else ""
+        video = f'<video controls preload="none" data-local{frame} src="{escape(src)}"></video>'
     elif record.video_url:
         video = f'<video controls preload="none" src="{escape(record.video_url)}"></video>'
     else:
