@@ -119,6 +119,7 @@ def test_the_html_page_in_a_real_browser(kling, batch, tmp_path):
         browser.open(big.as_uri())
         print(f"1,000 cards loaded in {time.monotonic() - started:.2f} s")
         assert browser.evaluate("document.querySelectorAll('video[preload=\"none\"]').length") == 1000
+        assert 0 < browser.evaluate("document.querySelectorAll('video[controls]').length") < 100  # near the view
         assert click(browser, "failed") == 142
         assert outside(browser.requests(), big.parent) == []
         assert browser.console_errors() == []

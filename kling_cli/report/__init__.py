@@ -47,7 +47,7 @@ class Record:
         """How CI lists it: the row number and external id, else the task id."""
         if self.row is not None:
             return f"row {self.row}" + (f" ({self.external_id})" if self.external_id else "")
-        return f"task {self.task_id}"
+        return f"task {self.task_id}" if self.task_id else f"submit {self.external_id or '(no id)'}"
 
     @property
     def seconds(self) -> float | None:

@@ -2,9 +2,10 @@
 
 Everything is inline (style, script, no fonts or CDN), so the page opens anywhere with no network: a
 downloaded video is linked by its path relative to the page, any other by the provider's URL. Large
-batches stay usable: no video is fetched when the page opens (`preload="none"`); a downloaded one shows its
-poster (an image of the same name beside it) or loads its first frame as its card scrolls into view. The
-status filter is plain JavaScript.
+batches stay usable: no video is fetched when the page opens (`preload="none"`), and cards out of view are
+not laid out (`content-visibility`); as a card comes near the view its video gets its player controls and, when
+downloaded, shows its poster (an image of the same name beside it) or loads its first frame. The status filter
+is plain JavaScript.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ h1 { font-size: 18px; margin: 0 0 4px; }
 .filters button[aria-pressed="true"] { background: var(--text); color: var(--bg); }
 main { display: grid; grid-template-columns: repeat(auto-fill, minmax(300px, 1fr)); gap: 14px; padding: 16px 20px; }
 .card { background: var(--card); border: 1px solid var(--line); border-radius: 10px; overflow: hidden;
+  content-visibility: auto; contain-intrinsic-size: auto 520px;
   display: flex; flex-direction: column; }
 .card[hidden] { display: none; }
 video, .novideo { width: 100%; aspect-ratio: 16 / 9; background: #000; display: block; }
@@ -65,15 +67,22 @@ _SCRIPT = """
     document.getElementById('shown').textContent = String(cards.filter(function (c) { return !c.hidden; }).length);
   }
   buttons.forEach(function (b) { b.addEventListener('click', function () { show(b.dataset.filter); }); });
-  // A downloaded video loads its first frame once its card comes into view; a remote one only when played.
-  var local = document.querySelectorAll('video[data-local]');
+  // Player controls cost the browser ~1 ms per video: each gets them as its card comes near the view, and a
+  // downloaded one then loads its first frame; a remote one loads only when played.
+  var videos = Array.prototype.slice.call(document.querySelectorAll('video'));
+  function ready(video) {
+    video.controls = true;
+    if (video.hasAttribute('data-local')) { video.preload = 'metadata'; video.load(); }
+  }
   if ('IntersectionObserver' in window) {
     var seen = new IntersectionObserver(function (entries) {
       entries.forEach(function (entry) {
-        if (entry.isIntersecting) { entry.target.preload = 'metadata'; entry.target.load(); seen.unobserve(entry.target); }
+        if (entry.isIntersecting) { ready(entry.target); seen.unobserve(entry.target); }
       });
-    }, { rootMargin: '300px' });
-    Array.prototype.forEach.call(local, function (v) { seen.observe(v); });
+    }, { rootMargin: '400px' });
+    videos.forEach(function (v) { seen.observe(v); });
+  } else {
+    videos.forEach(function (v) { v.controls = true; });
   }
 })();
 """
@@ -91,9 +100,9 @@ def _card(record: Record, page_dir: Path) -> str:
     if local is not None:
         src, poster = local
         frame = f' poster="{escape(poster)}"' if poster else ""
-        video = f'<video controls preload="none" data-local{frame} src="{escape(src)}"></video>'
+        video = f'<video preload="none" data-local{frame} src="{escape(src)}"></video>'
     elif record.video_url:
-        video = f'<video controls preload="none" src="{escape(record.video_url)}"></video>'
+        video = f'<video preload="none" src="{escape(record.video_url)}"></video>'
     else:
         video = '<div class="novideo">no video</div>'
     meta = [("kind", record.kind), ("model", record.model), ("mode", record.mode),
