@@ -200,3 +200,15 @@ def test_a_report_without_the_journal_shows_what_the_manifest_has(kling, batch, 
     assert page.count('class="card ') == 5 and page.count('src="../videos/') == 3  # relative to the page
     assert "1 units · estimate unknown" in page  # the request, and so the estimate, is in the journal only
     assert page.count("poster=") == 1 and f'poster="../videos/{first.stem}.jpg"' in page
+
+
+def test_bad_report_arguments_are_one_line_and_exit_2(kling, tmp_path):
+    assert "nothing to write" in kling("report", "--since", "1d").stderr
+    for args, says in ((["--since", "yesterday", "--github"], "expected a span"),
+                       (["123", "--since", "1d", "--github"], "--since reads the journal"),
+                       (["--since", "1d", "--junit", tmp_path], "is a directory"),
+                       (["--from", tmp_path / "missing.csv", "--github"], "file not found")):
+        result = kling("report", *args)
+        assert result.exit_code == 2 and says in result.stderr and "Traceback" not in result.stderr, result
+    empty = kling("report", "--since", "1d", "--junit", tmp_path / "empty.xml")
+    assert empty.exit_code == 0 and 'tests="0"' in (tmp_path / "empty.xml").read_text()

@@ -59,7 +59,6 @@ def report(
 
     Example: kling report --from results.csv --html report.html --junit junit.xml --github
     """
-    from kling_cli.fsutil import write_atomic
     from kling_cli.report import counts
 
     if not (html or junit or github):
@@ -71,23 +70,31 @@ def report(
         _refresh(ctx, records)
     if status:
         records = [r for r in records if r.status == status]
-    try:
-        if html is not None:
-            from kling_cli.report.html import render as render_html
+    if html is not None:
+        from kling_cli.report.html import render as render_html
 
-            write_atomic(html, render_html(records, html, title=title).encode("utf-8"))
-        if junit is not None:
-            from kling_cli.report.junit import render as render_junit
+        _write(html, render_html(records, html, title=title).encode("utf-8"))
+    if junit is not None:
+        from kling_cli.report.junit import render as render_junit
 
-            write_atomic(junit, render_junit(records, name=title))
-    except OSError as exc:
-        raise UsageError(f"cannot write the report: {exc.strerror or exc}: {exc.filename or ''}") from None
+        _write(junit, render_junit(records, name=title))
     if github:
         _github(ctx, records, title)
     shown = ", ".join(f"{n} {s}" for s, n in counts(records).items()) or "no tasks"
     ctx.out.info(f"report: {len(records)} tasks ({shown})" + "".join(
         f"; wrote {path}" for path in (html, junit) if path is not None))
     return 0
+
+
+def _write(path: Path, data: bytes) -> None:
+    from kling_cli.fsutil import write_atomic
+
+    if path.is_dir():
+        raise UsageError(f"cannot write the report to {path}: it is a directory", hint="give a file name")
+    try:
+        write_atomic(path, data)
+    except OSError as exc:
+        raise UsageError(f"cannot write the report to {path}: {exc.strerror or exc}") from None
 
 
 def _records(ctx: AppContext, task_ids, from_file, since, status):
