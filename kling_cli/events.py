@@ -48,6 +48,7 @@ class Event:
     sha256: str | None = None
     #: a download found the file already complete
     skipped: bool = False
+    #: when it happened (seconds since the epoch)
     at: float = field(default_factory=time.time)
 
     def __post_init__(self) -> None:
@@ -110,15 +111,15 @@ class EventLog:
         self._seen: dict[str, str] = {}
 
     def __call__(self, event: Event) -> None:
-        from kling_cli.models import now_iso
+        from kling_cli.models import epoch_to_iso
 
         if event.task is not None and event.name in (SUBMITTED, STATUS, FAILED):
             if event.name == STATUS and self._seen.get(event.task.id) == event.task.status.value:
                 return
             self._seen[event.task.id] = event.task.status.value
-        row = event.row
-        body: dict[str, Any] = {"event": event.name, "time": now_iso(), "row": getattr(getattr(row, "row", None),
-                                                                                      "number", None),
+        row = event.row  # a batch.Planned
+        body: dict[str, Any] = {"event": event.name, "time": epoch_to_iso(event.at, unit="s"),
+                                "row": row.row.number if row is not None else None,
                                 "task_id": event.task_id or getattr(row, "task_id", None)}
         if row is not None:
             body.update(line=row.row.line, external_id=row.external_id, kind=row.kind)

@@ -74,5 +74,5 @@ def _print_costs(ctx: AppContext, entries) -> None:
                           "reported": group["reported"].sums, "not_reported": group["reported"].unknown,
                           "estimated": group["estimated"].sums, "no_estimate": group["estimated"].unknown})
         else:
-            ctx.out.data("\t".join([day, profile, model, str(group["tasks"]), group["reported"].text(),
-                                    "estimated " + group["estimated"].text()]))
+            ctx.out.data("\t".join([day, profile, model, str(group["tasks"]), group["reported"].text("not reported"),
+                                    "estimated " + group["estimated"].text("without an estimate")]))
