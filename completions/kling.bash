@@ -15,7 +15,7 @@
 _kling_info() {
     case "$1" in
         'kling')
-            _kling_subs=(batch-status callback download history profile sandbox status submit wait)
+            _kling_subs=(batch-status callback download history profile report sandbox status submit wait)
             _kling_opts=(--version --profile -p --json --quiet -q --verbose -v --no-color --no-input --raw --dialect --no-journal --journal --help -h)
             _kling_vopts=' --profile -p --dialect --journal '
             ;;
@@ -44,7 +44,7 @@ _kling_info() {
             _kling_varargs=1
             ;;
         'kling history')
-            _kling_opts=(--limit -n --status --profile -p --json --quiet -q --verbose -v --no-color --no-input --journal --help -h)
+            _kling_opts=(--limit -n --status --cost --profile -p --json --quiet -q --verbose -v --no-color --no-input --journal --help -h)
             _kling_vopts=' --limit -n --status --profile -p --journal '
             ;;
         'kling profile')
@@ -75,6 +75,12 @@ _kling_info() {
             _kling_vopts=' --profile -p '
             _kling_nargs=1
             ;;
+        'kling report')
+            _kling_opts=(--from --since --status --refresh --html --junit --github --title --profile -p --json --quiet -q --verbose -v --no-color --no-input --raw --dialect --no-journal --journal --help -h)
+            _kling_vopts=' --from --since --status --html --junit --title --profile -p --dialect --journal '
+            _kling_nargs=1
+            _kling_varargs=1
+            ;;
         'kling sandbox')
             _kling_subs=(serve)
             _kling_opts=(--help -h)
@@ -93,17 +99,17 @@ _kling_info() {
             _kling_opts=(--help -h)
             ;;
         'kling submit motion')
-            _kling_opts=(--image --video --orientation --mode --prompt --keep-sound --no-keep-sound --model --callback-url --external-id --extra --wait --timeout --interval --download --from-csv --extra-columns --skip-invalid --dry-run -n --out --max-in-flight --rate --shard --resubmit-uncertain --profile -p --json --quiet -q --verbose -v --no-color --no-input --raw --dialect --no-journal --journal --help -h)
-            _kling_vopts=' --image --video --orientation --mode --prompt --model --callback-url --external-id --extra --timeout --interval --download --from-csv --out --max-in-flight --rate --shard --profile -p --dialect --journal '
+            _kling_opts=(--image --video --orientation --mode --prompt --keep-sound --no-keep-sound --model --callback-url --external-id --extra --wait --timeout --interval --download --from-csv --extra-columns --skip-invalid --dry-run -n --out --max-in-flight --rate --shard --resubmit-uncertain --max-cost --events --profile -p --json --quiet -q --verbose -v --no-color --no-input --raw --dialect --no-journal --journal --help -h)
+            _kling_vopts=' --image --video --orientation --mode --prompt --model --callback-url --external-id --extra --timeout --interval --download --from-csv --out --max-in-flight --rate --shard --max-cost --events --profile -p --dialect --journal '
             ;;
         'kling submit t2v')
-            _kling_opts=(--model --mode --duration --aspect-ratio --negative-prompt --cfg-scale --camera-control --callback-url --external-id --extra --wait --timeout --interval --download --from-csv --extra-columns --skip-invalid --dry-run -n --out --max-in-flight --rate --shard --resubmit-uncertain --profile -p --json --quiet -q --verbose -v --no-color --no-input --raw --dialect --no-journal --journal --help -h)
-            _kling_vopts=' --model --mode --duration --aspect-ratio --negative-prompt --cfg-scale --camera-control --callback-url --external-id --extra --timeout --interval --download --from-csv --out --max-in-flight --rate --shard --profile -p --dialect --journal '
+            _kling_opts=(--model --mode --duration --aspect-ratio --negative-prompt --cfg-scale --camera-control --callback-url --external-id --extra --wait --timeout --interval --download --from-csv --extra-columns --skip-invalid --dry-run -n --out --max-in-flight --rate --shard --resubmit-uncertain --max-cost --events --profile -p --json --quiet -q --verbose -v --no-color --no-input --raw --dialect --no-journal --journal --help -h)
+            _kling_vopts=' --model --mode --duration --aspect-ratio --negative-prompt --cfg-scale --camera-control --callback-url --external-id --extra --timeout --interval --download --from-csv --out --max-in-flight --rate --shard --max-cost --events --profile -p --dialect --journal '
             _kling_nargs=1
             ;;
         'kling wait')
-            _kling_opts=(--from --kind --timeout --interval --download --name --fail-fast --concurrency --profile -p --json --quiet -q --verbose -v --no-color --no-input --raw --dialect --no-journal --journal --help -h)
-            _kling_vopts=' --from --kind --timeout --interval --download --name --concurrency --profile -p --dialect --journal '
+            _kling_opts=(--from --kind --timeout --interval --download --name --fail-fast --concurrency --events --profile -p --json --quiet -q --verbose -v --no-color --no-input --raw --dialect --no-journal --journal --help -h)
+            _kling_vopts=' --from --kind --timeout --interval --download --name --concurrency --events --profile -p --dialect --journal '
             _kling_nargs=1
             _kling_varargs=1
             ;;
@@ -114,7 +120,7 @@ _kling_info() {
 # Usage: _kling_values PATH OPTION-OR-#N TYPED
 _kling_values() {
     case "$1 $2" in
-        'kling batch-status --from'|'kling callback listen --webhook-secret-file'|'kling callback verify --webhook-secret-file'|'kling download --from'|'kling profile add --api-key-file'|'kling profile add --secret-key-file'|'kling profile add --webhook-secret-file'|'kling sandbox serve --state-dir'|'kling submit motion --image'|'kling submit motion --video'|'kling submit motion --from-csv'|'kling submit motion --out'|'kling submit t2v --from-csv'|'kling submit t2v --out'|'kling wait --from')
+        'kling batch-status --from'|'kling callback listen --webhook-secret-file'|'kling callback verify --webhook-secret-file'|'kling download --from'|'kling profile add --api-key-file'|'kling profile add --secret-key-file'|'kling profile add --webhook-secret-file'|'kling report --from'|'kling report --html'|'kling report --junit'|'kling sandbox serve --state-dir'|'kling submit motion --image'|'kling submit motion --video'|'kling submit motion --from-csv'|'kling submit motion --out'|'kling submit motion --events'|'kling submit t2v --from-csv'|'kling submit t2v --out'|'kling submit t2v --events'|'kling wait --from'|'kling wait --events')
             _kling_files "$3"
             ;;
         'kling batch-status --kind'|'kling download --kind'|'kling status --kind'|'kling wait --kind')

@@ -36,8 +36,9 @@ from kling_cli.errors import (
     SubmitUncertain,
     UsageError,
 )
+from kling_cli.events import ERROR, FAILED, FOLLOWING, REQUEUED, STATUS, Event
 from kling_cli.fsutil import sha256_file
-from kling_cli.models import MediaRef, MotionRequest, T2VRequest, Task, TaskStatus, json_object, json_or_text
+from kling_cli.models import Cost, MediaRef, MotionRequest, T2VRequest, Task, TaskStatus, json_object, json_or_text
 
 T2V_COLUMNS = ("prompt", "model", "mode", "duration", "aspect_ratio", "negative_prompt", "cfg_scale",
                "camera_control", "callback_url", "external_id")
@@ -89,6 +90,8 @@ class BatchOptions:
     shard: tuple[int, int] | None = None
     resubmit_uncertain: bool = False
     wait: bool = False
+    #: --max-cost as given ("100units"); parsed against the provider's unit when the batch runs
+    max_cost: str | None = None
 
 
 # --- reading and checking rows ---------------------------------------------------------------------
@@ -365,6 +368,10 @@ class BatchResult:
     #: the journal stopped answering: nothing more was sent
     journal_lost: KlingError | None = None
     not_sent: int = 0
+    #: --max-cost: the budget, what this run's rows cost (reported, else estimated), and whether it stopped
+    budget: Cost | None = None
+    spent: float = 0.0
+    budget_stopped: bool = False
 
 
 def _let_go(release: Callable[[], None]) -> None:
@@ -379,16 +386,15 @@ def _let_go(release: Callable[[], None]) -> None:
 class BatchRun:
     """Submit the planned rows under the in-flight and rate limits, following tasks as they run."""
 
-    def __init__(self, service, opts: BatchOptions, plan: Plan, waiter, *, manifest=None,
-                 on_event: Callable[[Planned, str, str, Task | None], None] = lambda _p, _e, _d, _t: None,
-                 on_done: Callable[[Planned, Task], None] = lambda _p, _t: None) -> None:
+    def __init__(self, service, opts: BatchOptions, plan: Plan, waiter, events, *, manifest=None) -> None:
+        """`events` (an `events.Stream`) receives everything that happens to the rows; `manifest` is read only,
+        for the task ids an earlier run kept."""
         self.service = service
         self.opts = opts
         self.plan = plan
         self.waiter = waiter
+        self.events = events
         self.manifest = manifest
-        self.on_event = on_event
-        self.on_done_cb = on_done
         self.queue: deque[Planned] = deque()
         #: rows another process has claimed, by external id: waiting for their task ids
         self.following: dict[str, Planned] = {}
@@ -400,21 +406,27 @@ class BatchRun:
         self.next_submit = 0.0
         #: a 1303 told us how many tasks the account can run: no more until one finishes
         self.cap: int | None = None
+        #: --max-cost: each row this run sent, at its reported cost once known, else its estimate
+        self.costs: dict[int, float] = {}
+        if opts.max_cost is not None:
+            from kling_cli.pricing import parse_budget, unit_of
+
+            resolved = service.resolved
+            self.result.budget = parse_budget(opts.max_cost, unit_of(resolved.provider, resolved.dialect))
+        # downloads, emitted about tasks, are placed on their rows
+        events.locate = self.by_task.get
+        # the poll loop is the engine's own: it learns first, then tells the stream
+        waiter.on_update = lambda task: events.emit(Event(STATUS, task=task, row=self.by_task.get(task.id)))
         waiter.on_done = self._finished
         waiter.on_error = self._query_error
 
     # -- events ---------------------------------------------------------------------------------
-    def _mark(self, item: Planned, state: str, detail: str = "", task: Task | None = None, **fields: Any) -> None:
+    def _mark(self, item: Planned, state: str, detail: str = "", task: Task | None = None,
+              error: str | None = None) -> None:
+        """The row reached `state`: a task status, or submitted, uncertain, refused, error."""
         item.state = state
-        if self.manifest is not None:
-            from kling_cli.manifest import task_fields
-
-            values = {"line": item.row.line, "identity": item.identity, "kind": item.kind,
-                      "external_id": item.external_id, **(task_fields(task) if task else {}), **fields}
-            if not task:
-                values["status"] = state
-            self.manifest.update(item.row.number, **values)
-        self.on_event(item, state, detail, task)
+        name = {"succeeded": STATUS, "failed": FAILED}.get(state, state) if task is not None else state
+        self.events.emit(Event(name, task=task, task_id=item.task_id, row=item, detail=detail, error=error))
 
     def _finished(self, task: Task) -> None:
         item = self.by_task.get(task.id)
@@ -425,14 +437,20 @@ class BatchRun:
             self.result.succeeded += 1
         else:
             self.result.failed += 1
+        budget = self.result.budget
+        if budget is not None and task.cost is not None and task.cost.unit == budget.unit \
+                and item.row.number in self.costs:
+            self.costs[item.row.number] = task.cost.amount
         self._mark(item, task.status.value, task.error.message if task.error else "", task)
-        self.on_done_cb(item, task)
 
     def _query_error(self, task_id: str, error: KlingError, final: bool) -> None:
         item = self.by_task.get(task_id)
         if item is not None and final:
             self.result.errors.append(error)
             self._mark(item, "error", error.message, error=error.message)
+        else:  # one poll failed; it is tried again
+            self.events.emit(Event(ERROR, task_id=task_id, row=item, detail=error.message, error=error.message,
+                                   final=final))
 
     # -- reconciling with the journal -----------------------------------------------------------
     def reconcile(self) -> None:
@@ -467,7 +485,6 @@ class BatchRun:
                 self.result.failed += 1
             self._mark(item, task.status.value, "done by another process" if other else "done in an earlier run",
                        task)
-            self.on_done_cb(item, task)
         else:
             by = "by another process" if other else "in an earlier run"
             self._mark(item, "submitted", f"submitted {by}: following it", task)
@@ -493,7 +510,8 @@ class BatchRun:
             return False
         if claim.state == HELD:
             self.following[item.external_id] = item
-            self.on_event(item, "following", f"{claim.holder} is submitting it: waiting for its task id", None)
+            self.events.emit(Event(FOLLOWING, row=item, detail=f"{claim.holder} is submitting it: waiting for its "
+                                   "task id"))
             return False
         try:
             if claim.entry is not None and not self._recover(item, claim.entry, claim.took_over):
@@ -596,10 +614,52 @@ class BatchRun:
                 return wait
             if self._slots() <= 0:
                 return None if self._own_in_flight() else 0.5
+            if self.result.budget is not None and not self._affordable(item):
+                return None
             self.queue.popleft()
             if self._take(item) and self.opts.rate:
                 self.next_submit = self.service.clock() + 1.0 / self.opts.rate
         return None
+
+    # -- --max-cost -------------------------------------------------------------------------------
+    def estimate(self, item: Planned) -> float | None:
+        from kling_cli.pricing import estimate
+
+        resolved = self.service.resolved
+        wire = self.service.dialect.build_submit(item.kind, self.rebuild(item))
+        guess = estimate(resolved.provider, resolved.dialect, item.kind, wire.json)
+        return guess.cost.amount if guess.cost is not None else None
+
+    def check_budget(self) -> None:
+        """Before anything is sent: the rows left to send must fit the budget by their estimates."""
+        budget = self.result.budget
+        if budget is None:
+            return
+        guesses = [self.estimate(item) for item in self.queue]
+        total = sum(g for g in guesses if g is not None)
+        unknown = sum(1 for g in guesses if g is None)
+        if unknown:
+            self.service.out.warn(f"--max-cost: {unknown} rows have no public price; they count as 0 until the "
+                                  "provider reports what they cost")
+        if total > budget.amount:
+            raise UsageError(f"--max-cost {budget.amount:g} {budget.unit}: the {len(self.queue)} rows left to send "
+                             f"are estimated at {total:g} {budget.unit}; nothing was sent",
+                             hint="raise --max-cost, or send fewer rows (--shard, a shorter CSV)")
+
+    def _affordable(self, item: Planned) -> bool:
+        """Whether sending this row keeps this run's cost within the budget; if not, stop sending rows (those in
+        flight are still followed, the rest are left for a rerun)."""
+        budget = self.result.budget
+        assert budget is not None
+        self.result.spent = sum(self.costs.values())
+        # a row without a public price counts as 0 until its cost is reported: reaching the budget stops too
+        cost = self.estimate(item) or 0.0
+        if self.result.spent < budget.amount and self.result.spent + cost <= budget.amount + 1e-9:
+            return True
+        self.result.budget_stopped = True
+        self.result.not_sent = len(self.queue)
+        self.queue.clear()
+        return False
 
     def _send(self, item: Planned) -> bool:
         from kling_cli.taskrefs import TaskRef
@@ -615,7 +675,7 @@ class BatchRun:
                 item.not_before = self.service.clock() + min(REQUEUE_DELAY * 2 ** (item.tries - 1), REQUEUE_MAX)
                 self.cap = max(1, self._own_in_flight()) if self._own_in_flight() else None
                 self.queue.appendleft(item)
-                self.on_event(item, "requeued", exc.message, None)
+                self.events.emit(Event(REQUEUED, row=item, detail=exc.message))
                 return True
             if isinstance(exc, SubmitUncertain):
                 self.result.uncertain += 1
@@ -638,6 +698,8 @@ class BatchRun:
         item.task_id = task.id
         self.by_task[task.id] = item
         self.result.submitted += 1
+        if self.result.budget is not None:
+            self.costs[item.row.number] = self.estimate(item) or 0.0
         self._mark(item, "submitted", task.id, task)
         # just submitted: nothing to learn before the first interval
         self.waiter.add(TaskRef(task.id, item.kind, task if task.terminal else None),
@@ -653,6 +715,7 @@ class BatchRun:
         self.waiter.start()
         try:
             self.reconcile()
+            self.check_budget()
             self._loop()
         finally:
             journal = self.service.journal
@@ -661,6 +724,7 @@ class BatchRun:
 
                 _let_go(lambda: journal.release_all(this_process()))
         self.result.pending = list(self.waiter.tracked)
+        self.result.spent = sum(self.costs.values())
         return self.result
 
     def _loop(self) -> None:

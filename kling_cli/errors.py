@@ -16,6 +16,7 @@ class ExitCode(IntEnum):
     UNAVAILABLE = 6
     TIMEOUT = 7
     TASK_FAILED = 8
+    BUDGET = 9
     INTERRUPTED = 130
 
 
@@ -31,6 +32,7 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
                           "submit's answer was lost",
     ExitCode.TIMEOUT: "the wait deadline passed while the task was still running",
     ExitCode.TASK_FAILED: "a task failed (its reason is shown)",
+    ExitCode.BUDGET: "--max-cost was reached: rows were left unsent (a rerun sends them)",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C); submitted tasks keep running remotely",
 }
 

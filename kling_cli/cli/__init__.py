@@ -15,7 +15,7 @@ import typer
 from kling_cli import __version__
 # Importing registers the commands; `tasks` first, so that --help lists them in the order they are used.
 from kling_cli.cli import tasks  # noqa: F401, I001
-from kling_cli.cli import callback, history, profile, sandbox, submit  # noqa: F401
+from kling_cli.cli import callback, history, profile, report, sandbox, submit  # noqa: F401
 from kling_cli.cli._app import app
 from kling_cli.cli._common import (
     DialectOpt,

@@ -8,8 +8,9 @@ from typing import Any
 
 from kling_cli.batch import BatchOptions, BatchRun, Planned, Plan, plan_rows
 from kling_cli.cli._common import AppContext
-from kling_cli.cli._many import DownloadPlan, Tally, finish_downloads, start_download
-from kling_cli.errors import ExitCode, UsageError, WaitTimeout
+from kling_cli.cli._many import DownloadPlan, Tally, finish_downloads, record_files, start_download
+from kling_cli.errors import ExitCode, KlingError, UsageError, WaitTimeout
+from kling_cli.events import DOWNLOADED, ERROR, FOLLOWING, REQUEUED, STATUS, Event, EventLog, Stream
 from kling_cli.models import Task, TaskStatus
 from kling_cli.progress import View
 from kling_cli.waiting import PollPolicy, Waiter, format_duration
@@ -22,6 +23,8 @@ class RunOptions:
     timeout: float
     interval: float | None
     download: DownloadPlan | None
+    #: --events FILE: the NDJSON log of what happens
+    events: Path | None = None
 
 
 def _report_problems(ctx: AppContext, opts: BatchOptions, plan: Plan) -> None:
@@ -31,22 +34,40 @@ def _report_problems(ctx: AppContext, opts: BatchOptions, plan: Plan) -> None:
 
 def dry_run(ctx: AppContext, opts: BatchOptions) -> int:
     """Print the resolved request of every row (inline media shown as a placeholder), send nothing."""
+    from kling_cli.pricing import Totals
+
     service = ctx.service()
+    totals = Totals()
 
     def show(row, req, identity: str, external_id: str) -> None:
         req.external_id = external_id
-        if getattr(req, "image", None) is not None and not req.image.is_url:
-            req.image_base64 = f"<base64 of {req.image.value}>"
-        wire = service.dialect.build_submit(opts.kind, req)
+        body, guess = dry_run_request(service, opts.kind, req)
+        totals.add(guess.cost)
         ctx.out.json({"row": row.number, "line": row.line, "identity": identity, "external_id": external_id,
-                      "kind": opts.kind, "method": wire.method, "path": wire.path, "request": wire.json})
+                      **body})
 
     plan = plan_rows(service, opts, on_row=show, keep=False)
     _report_problems(ctx, opts, plan)
     shard = f", {plan.out_of_shard} in other shards" if plan.out_of_shard else ""
     ctx.out.info(f"dry run: {plan.accepted} of {plan.total} rows would be submitted{shard}, "
                  f"{len(plan.problems)} invalid; nothing was sent")
+    ctx.out.info(f"estimated cost: {totals.text()}" + (" (no public price for some rows: see the README's price "
+                                                       "table)" if totals.unknown else ""))
     return int(ExitCode.USAGE) if plan.problems and not opts.skip_invalid else 0
+
+
+def dry_run_request(service, kind: str, req) -> tuple[dict[str, Any], Any]:
+    """What a submit would send (inline media shown as a placeholder) and what it would cost."""
+    from kling_cli.pricing import estimate
+
+    if getattr(req, "image", None) is not None and not req.image.is_url:
+        req.image_base64 = f"<base64 of {req.image.value}>"
+    wire = service.dialect.build_submit(kind, req)
+    resolved = service.resolved
+    guess = estimate(resolved.provider, resolved.dialect, kind, wire.json)
+    return {"kind": kind, "method": wire.method, "path": wire.path, "request": wire.json,
+            "estimate": {"cost": guess.cost.to_json() if guess.cost else None, "unit": guess.unit,
+                         "source": guess.source, "for": guess.what}}, guess
 
 
 def run_batch(ctx: AppContext, opts: BatchOptions, run: RunOptions) -> int:
@@ -77,7 +98,15 @@ def run_batch(ctx: AppContext, opts: BatchOptions, run: RunOptions) -> int:
             printed.add(item.row.number)
             _print_row(ctx, item, state, detail, task)
 
-    def on_event(item: Planned, state: str, detail: str, task: Task | None) -> None:
+    def show(event: Event) -> None:
+        """What a person sees and a pipeline reads: the live view, a line per row on stderr, the results on stdout."""
+        item = event.row
+        if event.name == STATUS and not event.ended:
+            view.update(event.task)  # a poll saw it move
+            return
+        if item is None or event.name == DOWNLOADED or (event.name == ERROR and not event.final):
+            return
+        state, detail, task = event.state, event.detail, event.task
         if state == "submitted" and item.task_id and item.task_id not in ctx.running:
             ctx.running.append(item.task_id)
         text = f"row {item.row.number} (line {item.row.line}): {state}" + (f": {detail}" if detail else "")
@@ -88,22 +117,27 @@ def run_batch(ctx: AppContext, opts: BatchOptions, run: RunOptions) -> int:
             out.info(text)
         if task is not None:
             view.update(task)
-        # a row's result line on stdout: terminal rows are printed by on_done
         if state in ("refused", "uncertain", "error") or (state == "submitted" and not opts.wait):
             print_row(item, state, detail)
-
-    def on_done(item: Planned, task: Task) -> None:
+        if not event.ended:
+            return
         if task.id in ctx.running:
             ctx.running.remove(task.id)
         if task.status is TaskStatus.SUCCEEDED and run.download is not None:
-            start_download(ctx, task, run.download, view, tally, manifest)
+            start_download(ctx, task, run.download, view, tally, events)
         else:
             print_row(item, task.status.value, "", task)
 
+    events = Stream()
+    if manifest is not None:
+        events.subscribe(lambda event: _to_manifest(manifest, event))
+    events.subscribe(record_files(ctx, manifest)).subscribe(show)
+    log = EventLog(run.events) if run.events is not None else None
+    if log is not None:
+        events.subscribe(log)
     waiter = Waiter(lambda batch, deadline: service.get_many(batch, deadline=deadline), [], timeout=run.timeout,
-                    policy=PollPolicy.from_options(run.interval), clock=service.clock, sleep=service.sleep,
-                    on_update=view.update)
-    batch = BatchRun(service, opts, plan, waiter, manifest=manifest, on_event=on_event, on_done=on_done)
+                    policy=PollPolicy.from_options(run.interval), clock=service.clock, sleep=service.sleep)
+    batch = BatchRun(service, opts, plan, waiter, events, manifest=manifest)
     try:
         with view:
             result = batch.run()
@@ -111,13 +145,25 @@ def run_batch(ctx: AppContext, opts: BatchOptions, run: RunOptions) -> int:
     finally:
         if manifest is not None:
             manifest.flush(force=True)
+        if log is not None:
+            log.close()
     out.info(f"{plan.total} rows: {result.submitted} submitted now, {result.skipped} already submitted, "
              f"{result.succeeded} succeeded, {result.failed} failed, {result.refused} refused, "
              f"{result.uncertain} uncertain, {len(plan.problems)} invalid"
              + (f", {plan.out_of_shard} in other shards" if plan.out_of_shard else "")
              + (f", {result.followed} submitted by other processes" if result.followed else ""))
+    if result.budget is not None:
+        budget = result.budget
+        out.info(f"cost: {result.spent:g} {budget.unit} of --max-cost {budget.amount:g} {budget.unit} (reported where "
+                 "the provider reported it, else estimated)")
     if result.journal_lost is not None:
         return _journal_lost(ctx, result)
+    if result.budget_stopped:
+        out.error(KlingError(f"--max-cost {result.budget.amount:g} {result.budget.unit} reached: stopped submitting, "
+                             f"{result.not_sent} rows not sent", code="budget",
+                             hint="run the same command again with a higher --max-cost to send the rest; rows "
+                             "already sent are not paid again"))
+        return int(ExitCode.BUDGET)
     if result.timed_out:
         ids = " ".join(result.pending)
         out.error(WaitTimeout(f"the batch is not finished after {format_duration(run.timeout)}"
@@ -134,10 +180,26 @@ def run_batch(ctx: AppContext, opts: BatchOptions, run: RunOptions) -> int:
     return tally.exit_code()
 
 
+def _to_manifest(manifest, event: Event) -> None:
+    """A row's state as the batch decided it; what polls see on the way is not written."""
+    from kling_cli.manifest import task_fields
+
+    item = event.row
+    if item is None or event.name in (REQUEUED, FOLLOWING, DOWNLOADED) or (event.name == STATUS and not event.ended) \
+            or (event.name == ERROR and not event.final):
+        return
+    values = {"line": item.row.line, "identity": item.identity, "kind": item.kind, "external_id": item.external_id}
+    if event.task is not None:
+        values.update(task_fields(event.task))
+    else:
+        values["status"] = event.state
+    if event.error is not None:
+        values["error"] = event.error
+    manifest.update(item.row.number, **values)
+
+
 def _journal_lost(ctx: AppContext, result) -> int:
     """The journal stopped answering mid-batch: no row can be claimed, so none more was sent."""
-    from kling_cli.errors import KlingError
-
     lost = result.journal_lost
     running = f"; still running: {' '.join(result.pending)}" if result.pending else ""
     ctx.out.error(KlingError(f"{lost.message}: stopped submitting, {result.not_sent} rows not sent{running}",
@@ -169,10 +231,11 @@ def _print_row(ctx: AppContext, item: Planned, state: str, detail: str, task: Ta
 
 def batch_options(kind: str, csv_path: Path, defaults: dict[str, Any], *, extra_columns: bool, skip_invalid: bool,
                   max_in_flight: int, rate: str | None, shard: str | None, resubmit_uncertain: bool,
-                  wait: bool) -> BatchOptions:
+                  wait: bool, max_cost: str | None = None) -> BatchOptions:
     from kling_cli.batch import parse_rate, parse_shard
 
     return BatchOptions(csv_path=csv_path, kind=kind, defaults=defaults, extra_columns=extra_columns,
                         skip_invalid=skip_invalid, max_in_flight=max_in_flight, rate=parse_rate(rate),
-                        shard=parse_shard(shard), resubmit_uncertain=resubmit_uncertain, wait=wait)
+                        shard=parse_shard(shard), resubmit_uncertain=resubmit_uncertain, wait=wait,
+                        max_cost=max_cost)
 

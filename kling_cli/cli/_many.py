@@ -12,10 +12,12 @@ import threading
 from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from kling_cli.cli._common import AppContext
 from kling_cli.downloads import Downloader
 from kling_cli.errors import ExitCode, KlingError, TaskFailed, UsageError, WaitTimeout
+from kling_cli.events import DOWNLOADED, ERROR, FAILED, STATUS, Event, EventLog, Stream
 from kling_cli.manifest import Manifest
 from kling_cli.models import Task, TaskStatus
 from kling_cli.progress import View, summary_line
@@ -64,8 +66,21 @@ def _report_failure(ctx: AppContext, task: Task, tally: Tally) -> None:
     tally.errors.append(error)
 
 
+def record_files(ctx: AppContext, manifest: Manifest | None) -> Callable[[Event], None]:
+    """The consumer that keeps downloaded files: in the journal, and in the manifest when there is one."""
+    service = ctx.service()
+
+    def record(event: Event) -> None:
+        if event.name == DOWNLOADED and event.file and event.task is not None:
+            service.remember_files(event.task.id, [event.file])
+            if manifest is not None:
+                manifest.update_task(event.task, file=event.file, sha256=event.sha256)
+
+    return record
+
+
 def start_download(ctx: AppContext, task: Task, plan: DownloadPlan, view: View, tally: Tally,
-                   manifest: Manifest | None = None) -> None:
+                   events: Stream) -> None:
     """Download every video of a succeeded task on the worker pool; print its files when they are in."""
     service = ctx.service()
     downloader = service.downloader
@@ -82,9 +97,7 @@ def start_download(ctx: AppContext, task: Task, plan: DownloadPlan, view: View, 
             done = downloader.fetch_video(task, index, plan.out_dir, template=plan.template, force=plan.force,
                                           refresh=refresh, progress=view.file_bar())
             paths.append(str(done.path))
-            service.remember_files(task.id, [str(done.path)])
-            if manifest is not None:
-                manifest.update_task(task, file=str(done.path), sha256=done.sha256)
+            events.emit(Event(DOWNLOADED, task=task, file=str(done.path), sha256=done.sha256, skipped=done.skipped))
             tally.count(done.skipped)
             if done.skipped:
                 ctx.out.info(f"{done.path} is already complete, skipped (use --force to download again)")
@@ -118,6 +131,7 @@ def wait_many(
     download: DownloadPlan | None = None,
     fail_fast: bool = False,
     manifest: Manifest | None = None,
+    events_log: Path | None = None,
 ) -> int:
     service = ctx.service()
     out = ctx.out
@@ -125,13 +139,23 @@ def wait_many(
     tally = Tally()
     view = View(out, [ref.id for ref in refs])
 
-    def on_update(task: Task) -> None:
+    def show(event: Event) -> None:
+        """The live view, each finished task on stdout (or its download started), and what went wrong."""
+        if event.name == ERROR:
+            view.error(event.task_id, event.detail, event.final)
+            if event.final:
+                if event.task_id in ctx.running:
+                    ctx.running.remove(event.task_id)
+                tally.errors.append(event.error)
+            return
+        if event.name not in (STATUS, FAILED):
+            return
+        task = event.task
         view.update(task)
         if manifest is not None:
             manifest.update_task(task)
-
-    def on_done(task: Task) -> None:
-        on_update(task)
+        if not event.ended:
+            return
         if task.id in ctx.running:
             ctx.running.remove(task.id)
         if task.status is TaskStatus.FAILED:
@@ -143,17 +167,14 @@ def wait_many(
                 out.error(exc)
                 tally.errors.append(exc)
                 return
-            start_download(ctx, task, download, view, tally, manifest)
+            start_download(ctx, task, download, view, tally, events)
         else:
             out.task(task)
 
-    def on_error(task_id: str, error: KlingError, final: bool) -> None:
-        view.error(task_id, error.message, final)
-        if final:
-            if task_id in ctx.running:
-                ctx.running.remove(task_id)
-            tally.errors.append(error)
-
+    events = Stream().subscribe(record_files(ctx, manifest)).subscribe(show)
+    log = EventLog(events_log) if events_log is not None else None
+    if log is not None:
+        events.subscribe(log)
     waiter = Waiter(
         lambda batch, deadline: service.get_many(batch, deadline=deadline),
         refs,
@@ -162,13 +183,15 @@ def wait_many(
         clock=service.clock,
         sleep=service.sleep,
         fail_fast=fail_fast,
-        on_update=on_update,
-        on_done=on_done,
-        on_error=on_error,
+        **events.waiter_hooks(),
     )
-    with view:
-        outcome = waiter.run()
-        finish_downloads(ctx, tally)
+    try:
+        with view:
+            outcome = waiter.run()
+            finish_downloads(ctx, tally)
+    finally:
+        if log is not None:
+            log.close()
     if len(refs) > 1:
         out.info(summary_line(view.counts()))
     if outcome.timed_out and outcome.pending:
@@ -206,9 +229,10 @@ def download_many(ctx: AppContext, refs: list[TaskRef], plan: DownloadPlan, mani
             tally.errors.append(exc)
     if plan.to_stdout and sum(1 for t in ready for v in t.videos if v.url) != 1:
         raise UsageError("-o - writes exactly one video to stdout", hint="give one task with one video, or -o DIR")
+    events = Stream().subscribe(record_files(ctx, manifest))
     with View(out) as view:
         for task in ready:
-            start_download(ctx, task, plan, view, tally, manifest)
+            start_download(ctx, task, plan, view, tally, events)
         finish_downloads(ctx, tally)
     if len(refs) > 1 or tally.skipped:
         out.info(f"{tally.files} downloaded, {tally.skipped} already complete, {len(tally.errors)} failed")

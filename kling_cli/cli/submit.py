@@ -82,8 +82,8 @@ ExtraColumnsOpt = Annotated[bool, typer.Option("--extra-columns", help="With --f
                                                "provider fields instead of refusing the file.")]
 SkipInvalidOpt = Annotated[bool, typer.Option("--skip-invalid", help="With --from-csv: send the valid rows even if "
                                               "some are invalid (every bad row is still reported).")]
-DryRunOpt = Annotated[bool, typer.Option("--dry-run", "-n", help="With --from-csv: print each row's resolved request "
-                                         "and the count; send nothing.")]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", "-n", help="Print the resolved request (each row's, with "
+                                         "--from-csv) and its estimated cost; send nothing.")]
 OutOpt = Annotated[Optional[list[Path]], typer.Option(
     "--out", metavar="FILE", help="With --from-csv: write a results manifest (.csv or .ndjson; repeatable) as rows "
     "progress.", show_default=False)]
@@ -96,6 +96,13 @@ ShardOpt = Annotated[Optional[str], typer.Option("--shard", metavar="K/N", help=
                                                  show_default=False)]
 ResubmitOpt = Annotated[bool, typer.Option("--resubmit-uncertain", help="With --from-csv: send again rows whose "
                                            "answer was lost and cannot be looked up (may pay twice).")]
+EventsOpt = Annotated[Optional[Path], typer.Option(
+    "--events", metavar="FILE", help="With --from-csv: append what happens to FILE as NDJSON (submitted, status, "
+    "downloaded, failed, uncertain...), one flushed line per event, for another step to tail.", show_default=False)]
+MaxCostOpt = Annotated[Optional[str], typer.Option(
+    "--max-cost", metavar="N[UNIT]", help="With --from-csv: refuse to start when the estimated cost is over N, and "
+    "stop sending rows once the cost reported (else estimated) would pass it; UNIT is the provider's (units, "
+    "points...).", show_default=False)]
 
 DEFAULT_MAX_IN_FLIGHT = 5
 
@@ -138,6 +145,8 @@ class _Batch:
     rate: RateOpt = None
     shard: ShardOpt = None
     resubmit_uncertain: ResubmitOpt = False
+    max_cost: MaxCostOpt = None
+    events: EventsOpt = None
 
 
 _GROUPS = {"follow": _Follow, "batch": _Batch}
@@ -155,14 +164,29 @@ def _run(ctx: AppContext, kind: str, fields: dict[str, Any], batch: _Batch, foll
         opts = batch_options(kind, batch.from_csv, defaults, extra_columns=batch.extra_columns,
                              skip_invalid=batch.skip_invalid, max_in_flight=batch.max_in_flight, rate=batch.rate,
                              shard=batch.shard, resubmit_uncertain=batch.resubmit_uncertain,
-                             wait=follow.wait or follow.download is not None)
+                             wait=follow.wait or follow.download is not None, max_cost=batch.max_cost)
         plan = DownloadPlan(follow.download) if follow.download is not None else None
-        return run_batch(ctx, opts, RunOptions(batch.dry_run, batch.out or [], deadline, follow.interval, plan))
-    if (batch.dry_run or batch.out or batch.shard or batch.rate or batch.extra_columns or batch.skip_invalid
-            or batch.resubmit_uncertain or batch.max_in_flight != DEFAULT_MAX_IN_FLIGHT):
-        raise UsageError("--dry-run, --out, --shard, --rate, --max-in-flight, --extra-columns, --skip-invalid and "
-                         "--resubmit-uncertain go with --from-csv")
+        return run_batch(ctx, opts, RunOptions(batch.dry_run, batch.out or [], deadline, follow.interval, plan,
+                                               events=batch.events))
+    if (batch.out or batch.shard or batch.rate or batch.extra_columns or batch.skip_invalid or batch.max_cost
+            or batch.events or batch.resubmit_uncertain or batch.max_in_flight != DEFAULT_MAX_IN_FLIGHT):
+        raise UsageError("--out, --shard, --rate, --max-in-flight, --max-cost, --events, --extra-columns, "
+                         "--skip-invalid and --resubmit-uncertain go with --from-csv")
+    if batch.dry_run:
+        return _dry_run(ctx, kind, build(defaults))
     return _submit(ctx, kind, build(defaults), follow, deadline)
+
+
+def _dry_run(ctx: AppContext, kind: str, req: Any) -> int:
+    """The request a submit would send, and its estimated cost; nothing is sent."""
+    from kling_cli.cli._batch import dry_run_request
+
+    service = ctx.service()
+    service.preflight(kind, req)
+    body, guess = dry_run_request(service, kind, req)
+    ctx.out.json(body)
+    ctx.out.info(f"dry run: nothing was sent; estimated cost: {guess.text()}")
+    return 0
 
 
 def _submit(ctx: AppContext, kind: str, req: Any, follow: _Follow, deadline: float) -> int:

@@ -126,6 +126,9 @@ def wait(
     name: NameOpt = "{id}",
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failed task.")] = False,
     concurrency: ConcurrencyOpt = 16,
+    events: Annotated[Optional[Path], typer.Option("--events", metavar="FILE", help="Append what happens to FILE "
+                                                   "as NDJSON (status, downloaded, failed...), one flushed line per "
+                                                   "event, for another step to tail.", show_default=False)] = None,
 ) -> int:
     """Wait until tasks succeed or fail, printing each one as it finishes.
 
@@ -145,7 +148,7 @@ def wait(
     manifest = _manifest(from_file)
     try:
         return wait_many(ctx, refs, timeout=seconds, interval=interval, download=plan, fail_fast=fail_fast,
-                         manifest=manifest)
+                         manifest=manifest, events_log=events)
     finally:
         if manifest is not None:
             manifest.flush(force=True)

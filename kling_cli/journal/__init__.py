@@ -72,13 +72,17 @@ class Entry:
     row: int | None
     created_at: str
     updated_at: str
+    #: the provider's own times for the task (migration 003), where it gave them
+    task_created_at: str | None = None
+    finished_at: str | None = None
 
     def to_task(self) -> Task:
         """The task as the journal last saw it (a rerun uses this instead of asking again)."""
         body = {"id": self.task_id, "kind": self.kind, "status": self.status or "unknown",
                 "raw_status": self.raw_status, "videos": self.videos, "external_id": self.external_id,
                 "provider": self.provider, "dialect": self.dialect, "profile": self.profile, "cost": self.cost,
-                "error": {"code": None, "message": self.error} if self.error and self.status == "failed" else None}
+                "error": {"code": None, "message": self.error} if self.error and self.status == "failed" else None,
+                "created_at": self.task_created_at, "updated_at": self.finished_at}
         task = Task.from_json(body)
         task.request = self.request
         return task
@@ -90,6 +94,7 @@ class Entry:
             "provider": self.provider, "dialect": self.dialect, "error": self.error, "videos": self.videos,
             "cost": self.cost, "files": self.files, "batch": self.batch, "row": self.row,
             "request": self.request, "created_at": self.created_at, "updated_at": self.updated_at,
+            "task_created_at": self.task_created_at, "finished_at": self.finished_at,
         }
 
 
@@ -343,15 +348,18 @@ class Journal:
         if not tasks:
             return
         stamp = now_iso()
+        # the provider's time of a task's last change, once it has ended, is when it finished
         rows = [(task.status.value, task.raw_status, task.error.message if task.error else None,
                  json.dumps([v.to_json() for v in task.videos]),
-                 json.dumps(task.cost.to_json()) if task.cost else None, stamp, task.id) for task in tasks]
+                 json.dumps(task.cost.to_json()) if task.cost else None, stamp, task.created_at,
+                 (task.updated_at or stamp) if task.terminal else None, task.id) for task in tasks]
         with self._lock:
             if self._closed:
                 return
             with self._transaction():
                 self._run_many("UPDATE submissions SET status = ?, raw_status = ?, error = ?, videos = ?, cost = ?,"
-                               " updated_at = ? WHERE task_id = ?", rows)
+                               " updated_at = ?, task_created_at = COALESCE(?, task_created_at),"
+                               " finished_at = COALESCE(finished_at, ?) WHERE task_id = ?", rows)
 
     def record_files(self, task_id: str, paths: list[str]) -> None:
         with self._lock:
@@ -381,7 +389,9 @@ class Journal:
                 found.update({row["task_id"]: row["kind"] for row in rows[0]})
         return found
 
-    def history(self, *, limit: int = 20, status: str | None = None, profile: str | None = None) -> list[Entry]:
+    def history(self, *, limit: int | None = 20, status: str | None = None, profile: str | None = None,
+                since: str | None = None) -> list[Entry]:
+        """Entries newest first; `since` is an ISO time (entries created at or after it)."""
         clauses, args = [], []
         if status:
             clauses.append("(status = ? OR state = ?)")
@@ -389,8 +399,22 @@ class Journal:
         if profile:
             clauses.append("profile = ?")
             args.append(profile)
+        if since:
+            clauses.append("created_at >= ?")
+            args.append(since)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        if limit is None:
+            return self._read(f"SELECT * FROM submissions {where} ORDER BY id DESC", args)
         return self._read(f"SELECT * FROM submissions {where} ORDER BY id DESC LIMIT ?", (*args, limit))
+
+    def find_tasks(self, task_ids: list[str]) -> dict[str, Entry]:
+        """The latest entry of each of these tasks, in a few queries."""
+        found: dict[str, Entry] = {}
+        for chunk in _chunks(task_ids):
+            for entry in self._read(f"SELECT * FROM submissions WHERE task_id IN ({_marks(chunk)}) ORDER BY id",
+                                    chunk):
+                found[entry.task_id or ""] = entry
+        return found
 
 
 # --- which journal ---------------------------------------------------------------------------------

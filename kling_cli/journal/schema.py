@@ -68,7 +68,17 @@ def _m002_claims(types: Mapping[str, str]) -> list[str]:
     ]
 
 
+def _m003_task_times(types: Mapping[str, str]) -> list[str]:
+    # When the provider says the task was created and when it ended (its own clock, UTC ISO 8601): a report's
+    # durations. The entry's created_at is when the intent was written, before the submit.
+    return [
+        "ALTER TABLE submissions ADD COLUMN task_created_at TEXT",
+        "ALTER TABLE submissions ADD COLUMN finished_at TEXT",
+    ]
+
+
 MIGRATIONS: list[tuple[str, Callable[[Mapping[str, str]], list[str]]]] = [
     ("001_submissions", _m001_submissions),
     ("002_claims", _m002_claims),
+    ("003_task_times", _m003_task_times),
 ]
