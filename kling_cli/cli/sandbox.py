@@ -28,6 +28,15 @@ def sandbox_serve(
                                                          "Retry-After: S with every 429 (the providers document "
                                                          "none, so by default none is sent).",
                                                          show_default=False)] = None,
+    max_running: Annotated[Optional[int], typer.Option("--max-running", metavar="N", min=1, help="Refuse a submit "
+                                                       "while N tasks are running, as the provider does past an "
+                                                       "account's limit (Kling: 429, code 1303).",
+                                                       show_default=False)] = None,
+    task_spread: Annotated[float, typer.Option("--task-spread", metavar="SIGMA", min=0.0, help="Draw each task's "
+                                               "run time from a lognormal around --task-seconds with this spread "
+                                               "(e.g. 0.3).")] = 0.0,
+    failure_rate: Annotated[float, typer.Option("--failure-rate", metavar="P", min=0.0, max=1.0, help="Fail this "
+                                                "share of the tasks (e.g. 0.03).")] = 0.0,
 ) -> int:
     """Run the sandbox until Ctrl-C and print its base URL for each dialect.
 
@@ -36,7 +45,7 @@ def sandbox_serve(
     from kling_cli.config import data_dir, load_config
     from kling_cli.presets import SANDBOX_ACCESS_KEY, SANDBOX_API_KEY, SANDBOX_SECRET_KEY
     from kling_cli.sandbox import task_seconds_setting
-    from kling_cli.sandbox.core import Sandbox
+    from kling_cli.sandbox.core import Account, Sandbox
     from kling_cli.waiting import parse_duration
 
     delay = parse_duration(latency) if latency is not None else 0.0
@@ -46,7 +55,8 @@ def sandbox_serve(
     log = (lambda line: ctx.out.debug(line)) if ctx.opts.verbose else None
     try:
         sandbox = Sandbox(state_dir or data_dir() / "sandbox", task_seconds=task_seconds_setting(settings),
-                          host=host, port=port, log=log, latency=delay, retry_after=retry_after)
+                          host=host, port=port, log=log, latency=delay, retry_after=retry_after,
+                          account=Account(max_running=max_running, spread=task_spread, failure_rate=failure_rate))
     except OSError as exc:
         from kling_cli.errors import UsageError
 

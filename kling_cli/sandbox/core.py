@@ -4,6 +4,10 @@ Scripted outcomes come from markers in the prompt (documented in the README), e.
 `sandbox:slow`, `sandbox:429x2`. Counted markers ("x2") fire for the first N matching requests, counted
 on disk per marker and prompt so that they work across processes.
 
+An `Account` models a real one beyond the markers: a limit on tasks running at once (past it a submit gets
+the dialect's "too many" answer, Kling's 1303), run times drawn from a lognormal distribution, and a rate
+of random failures. The benches use it; `kling sandbox serve` exposes it.
+
 Callbacks: a dispatcher thread POSTs each dialect's callback payload once a task with a callback URL
 reaches a terminal state (see `CallbackDispatcher`).
 """
@@ -13,10 +17,13 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
+import math
+import random
 import re
 import threading
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit
@@ -30,6 +37,24 @@ ASSET = Path(__file__).parent / "assets" / "sample.mp4"
 SERVE_POLL = 0.02
 
 _MARKER = re.compile(r"sandbox:([a-z0-9_-]+?)(?:x(\d+))?\b")
+
+
+RANDOM_FAILURE = "sandbox: a random failure (the account's failure rate)"
+
+
+@dataclass
+class Account:
+    """How the emulated provider account behaves, to model a real one (all off by default)."""
+
+    #: tasks not yet ended (queued or running, every dialect counted) past which a submit is refused with the
+    #: dialect's "too many" answer (Kling: HTTP 429, code 1303); counted on this server's clock
+    max_running: int | None = None
+    #: run times are lognormal around `task_seconds` (its median), with this standard deviation of their log
+    spread: float = 0.0
+    #: the share of tasks that fail (at the end of their run time), on top of `sandbox:fail`
+    failure_rate: float = 0.0
+    #: seeds the draws, for a bench that must be the same from one run to the next
+    seed: int | None = None
 
 
 def markers(text: Any) -> dict[str, int]:
@@ -50,9 +75,18 @@ class Sandbox:
         log: Callable[[str], None] | None = None,
         latency: float = 0.0,
         retry_after: float | None = None,
+        account: Account | None = None,
     ) -> None:
         self.store = Store(Path(state_dir) / "sandbox.db")
         self.task_seconds = task_seconds
+        self.account = account or Account()
+        self._draws = random.Random(self.account.seed)
+        self._draw_lock = threading.Lock()
+        self.store.shape = self._shape
+        # Submits checked against max_running are admitted one at a time, from the check until their answer:
+        # two submits in parallel must not both take the last slot.
+        self._admission = threading.Lock()
+        self._admitted = threading.local()
         #: seconds every dialect request waits before it is answered (not the files or admin routes); may be
         #: changed while the sandbox runs
         self.latency = max(0.0, latency)
@@ -83,7 +117,12 @@ class Sandbox:
         handle = self.app.handle
 
         def with_retry_after(req: Request) -> Response:
-            response = handle(req)
+            try:
+                response = handle(req)
+            finally:
+                if getattr(self._admitted, "held", False):
+                    self._admitted.held = False
+                    self._admission.release()
             if response.status == 429 and self.retry_after is not None and "Retry-After" not in response.headers:
                 response.headers["Retry-After"] = f"{self.retry_after:g}"
             return response
@@ -125,11 +164,32 @@ class Sandbox:
 
     # -- helpers for the dialect route modules --------------------------------------------------
     def fires(self, marks: dict[str, int], name: str, key: str) -> bool:
-        """True for the first N requests carrying marker `name` (xN) with this key."""
+        """True for the first N requests carrying marker `name` (xN) with this key. The "429" refusal of a
+        submit ("too many") also fires while the account runs its `max_running` tasks."""
+        if name == "429" and self.account.max_running is not None and self._full():
+            return True
         if name not in marks:
             return False
         digest = hashlib.sha256(key.encode()).hexdigest()[:16]
         return self.store.bump(f"fault:{name}:{digest}") <= marks[name]
+
+    def _full(self) -> bool:
+        """Whether the account runs as many tasks as it may; if not, this request holds the admission until it
+        is answered (its task, if it creates one, is then counted)."""
+        if not getattr(self._admitted, "held", False):
+            self._admission.acquire()
+            self._admitted.held = True
+        return self.store.running(time.time()) >= (self.account.max_running or 0)
+
+    def _shape(self, row: TaskRow) -> None:
+        """The account's own run time and failures, drawn for each new task."""
+        account = self.account
+        with self._draw_lock:
+            noise = self._draws.gauss(0.0, account.spread) if account.spread else 0.0
+            fails = account.failure_rate > 0 and self._draws.random() < account.failure_rate
+        row.seconds *= math.exp(noise)
+        if fails and row.outcome == "succeeded":
+            row.outcome, row.reason = "failed", RANDOM_FAILURE
 
     def submit_fault(self, marks: dict[str, int], key: str) -> str | None:
         """The scripted refusal of a submit, if any: "429", "billing", "policy" or "500".

@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -88,6 +88,8 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        #: the account model (see `core.Account`): may change a new task's run time and outcome before it is stored
+        self.shape: Callable[[TaskRow], None] | None = None
 
     def close(self) -> None:
         with self._lock:
@@ -111,12 +113,14 @@ class Store:
     ) -> TaskRow:
         row = TaskRow(task_id, dialect, kind, external_id, request, time.time() if created is None else created,
                       seconds, outcome, reason, video_id, callback_url, meta or {})
+        if self.shape is not None:
+            self.shape(row)
         with self._lock:
             try:
                 self._db.execute(
                     "INSERT INTO tasks VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (row.id, dialect, kind, external_id, json.dumps(request), row.created, seconds, outcome, reason,
-                     video_id, callback_url, json.dumps(row.meta)),
+                    (row.id, dialect, kind, external_id, json.dumps(request), row.created, row.seconds, row.outcome,
+                     row.reason, video_id, callback_url, json.dumps(row.meta)),
                 )
             except sqlite3.IntegrityError:
                 raise DuplicateExternalId(external_id) from None
@@ -145,6 +149,12 @@ class Store:
         with self._lock:
             ids = [r[0] for r in self._db.execute("SELECT id FROM tasks ORDER BY created")]
         return [row for row in (self._one("id = ?", (task_id,)) for task_id in ids) if row is not None]
+
+    def running(self, now: float) -> int:
+        """How many tasks have not ended at `now` (queued or running), whatever their dialect."""
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM tasks WHERE created <= ? AND created + seconds > ?",
+                                    (now, now)).fetchone()[0]
 
     def with_callbacks(self) -> list[TaskRow]:
         """Tasks with a callback URL whose callback has not been claimed yet."""
