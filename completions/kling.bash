@@ -86,8 +86,8 @@ _kling_info() {
             _kling_opts=(--help -h)
             ;;
         'kling sandbox serve')
-            _kling_opts=(--host --port --task-seconds --state-dir --latency --retry-after --profile -p --json --quiet -q --verbose -v --no-color --no-input --help -h)
-            _kling_vopts=' --host --port --task-seconds --state-dir --latency --retry-after --profile -p '
+            _kling_opts=(--host --port --task-seconds --state-dir --latency --retry-after --max-running --task-spread --failure-rate --profile -p --json --quiet -q --verbose -v --no-color --no-input --help -h)
+            _kling_vopts=' --host --port --task-seconds --state-dir --latency --retry-after --max-running --task-spread --failure-rate --profile -p '
             ;;
         'kling status')
             _kling_opts=(--kind --profile -p --json --quiet -q --verbose -v --no-color --no-input --raw --dialect --no-journal --journal --help -h)
