@@ -672,7 +672,8 @@ class BatchRun:
         except ProviderUnavailable as exc:
             if exc.code in ("concurrency_limit", "rate_limited") and not isinstance(exc, SubmitUncertain):
                 item.tries += 1
-                item.not_before = self.service.clock() + min(REQUEUE_DELAY * 2 ** (item.tries - 1), REQUEUE_MAX)
+                item.not_before = self.service.clock() + min(REQUEUE_DELAY * 2 ** (item.tries - 1), REQUEUE_MAX) \
+                    / self.waiter.policy.scale
                 self.cap = max(1, self._own_in_flight()) if self._own_in_flight() else None
                 self.queue.appendleft(item)
                 self.events.emit(Event(REQUEUED, row=item, detail=exc.message))

@@ -56,6 +56,8 @@ class PollPolicy:
     factor: float = POLL_FACTOR
     cap: float = POLL_CAP
     fixed: float | None = None
+    #: KLING_TIME_SCALE: this policy's times are divided by it (a bench scaling a real account down)
+    scale: float = 1.0
 
     def next(self, previous: float | None) -> float:
         if self.fixed is not None:
@@ -71,7 +73,18 @@ class PollPolicy:
         if env.get(envvars.POLL_INTERVAL):
             # a development knob (the tests poll every 50 ms); never a busy loop
             return cls(fixed=max(parse_duration(env[envvars.POLL_INTERVAL]), 0.01))
-        return cls()
+        scale = time_scale(env)
+        return cls(start=POLL_START / scale, cap=POLL_CAP / scale, scale=scale)
+
+
+def time_scale(env: Mapping[str, str] = os.environ) -> float:
+    """KLING_TIME_SCALE, a development knob: a bench that models a real account at 1:30 sets 30, and every wait
+    `kling` chooses (poll intervals, a row's requeue delay) is 30 times shorter."""
+    try:
+        scale = float(env.get(envvars.TIME_SCALE) or 1.0)
+    except ValueError:
+        raise UsageError(f"{envvars.TIME_SCALE}={env[envvars.TIME_SCALE]!r} is not a number") from None
+    return scale if 0 < scale < float("inf") else 1.0
 
 
 
