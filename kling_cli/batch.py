@@ -702,9 +702,8 @@ class BatchRun:
         if self.result.budget is not None:
             self.costs[item.row.number] = self.estimate(item) or 0.0
         self._mark(item, "submitted", task.id, task)
-        # just submitted: nothing to learn before the first interval
-        self.waiter.add(TaskRef(task.id, item.kind, task if task.terminal else None),
-                        delay=self.waiter.policy.next(None))
+        # just submitted: its first poll is when its schedule says
+        self.waiter.add(TaskRef(task.id, item.kind, task if task.terminal else None), fresh=True)
         return True
 
     def rebuild(self, item: Planned) -> T2VRequest | MotionRequest:

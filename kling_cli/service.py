@@ -158,6 +158,10 @@ class Service:
                 self._download_pool = Pool(self.download_concurrency, name="kling-download")
         return self._download_pool
 
+    def gate(self) -> float:
+        """The clock time before which the provider asked for no request (0 before any request)."""
+        return self._transport.gate_until if self._transport is not None else 0.0
+
     def close(self) -> None:
         # workers first: a download thread still running must not find the journal closed under it
         for pool in (self._pool, self._download_pool):
@@ -232,11 +236,14 @@ class Service:
         wire = self.dialect.build_submit(kind, req)
         entry = None
         if self.journal is not None:
+            from kling_cli.timing import timing_key
+
             record = journal_request(wire.json)
             entry = self.journal.record_intent(
                 external_id=req.external_id, request_hash=identity or request_hash(kind, record),
                 profile=self.resolved.profile, provider=self.resolved.provider, dialect=self.resolved.dialect,
-                kind=kind, request=record, batch=batch, row=row)
+                kind=kind, request=record, batch=batch, row=row, timing_key=timing_key(
+                    self.resolved.dialect, kind, req.model, req.mode, getattr(req, "duration", None)))
         try:
             task = self._send_submit(kind, req, wire, adopt=adopt)
         except SubmitUncertain as exc:

@@ -195,6 +195,12 @@ class Transport:
                 raise DeadlineExceeded("the deadline passed while the provider asked to slow down")
             self.sleep(wait)
 
+    @property
+    def gate_until(self) -> float:
+        """The clock time before which no request goes out (a rate limit asked us to wait)."""
+        with self._gate_lock:
+            return self._gate_until
+
     def _close_gate(self, delay: float) -> None:
         with self._gate_lock:
             self._gate_until = max(self._gate_until, self.clock() + delay)

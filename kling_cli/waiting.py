@@ -1,9 +1,12 @@
 """Following tasks to the end: one poll loop for any number of tasks.
 
-Each task is polled on its own interval (growing from a few seconds to a cap), tasks that fall due
-together are queried together (in batches where the provider has a batch query), the deadline is real
-wall-clock time and also bounds each HTTP call, and each task has a budget of consecutive transient
-errors. A rate limit seen by one query holds back every query to that provider (see `transport`).
+Each task is polled on its own schedule: where the journal recorded how long tasks like it took, polls are
+sparse early and dense around its likely end (see `timing`); otherwise the interval grows from a few
+seconds to a cap. Tasks that fall due together are queried together (in batches where the provider has a
+batch query), the deadline is real wall-clock time and also bounds each HTTP call, and each task has a
+budget of consecutive transient errors. A rate limit seen by one query holds back every query to that
+provider (see `transport`): no poll goes out before it passes, whatever the schedule says. A callback
+that reports a task's end (recorded by `kling callback listen`) makes it due at once.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 from kling_cli import envvars
 from kling_cli.errors import DeadlineExceeded, KlingError, ProviderUnavailable, UsageError
@@ -26,6 +29,8 @@ POLL_CAP = 30.0
 TRANSIENT_BUDGET = 5
 #: tasks falling due this close together are queried in the same round
 COALESCE = 0.25
+#: how often the journal is asked which tasks a callback reported ended (seconds, scaled like the schedule)
+CALLBACK_CHECK = 1.0
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -58,13 +63,32 @@ class PollPolicy:
     fixed: float | None = None
     #: KLING_TIME_SCALE: this policy's times are divided by it (a bench scaling a real account down)
     scale: float = 1.0
+    #: where the schedule learns each task's likely run time and age (`timing.History`); None: never
+    history: Any = None
+    #: the clock time before which the provider asked for no request (the transport's rate-limit gate)
+    gate: Callable[[], float] | None = None
+    #: of these task ids, those a callback reported ended (None: no callbacks are expected)
+    ended: Callable[[list[str]], set[str]] | None = None
 
     def next(self, previous: float | None) -> float:
+        """The growing interval: `start`, then `factor` times the previous one, up to `cap`."""
         if self.fixed is not None:
             return self.fixed
         if previous is None:
             return self.start
         return min(previous * self.factor, self.cap)
+
+    def delay(self, previous: float | None, age: float | None = None, timing: Any = None) -> float:
+        """Seconds to the next poll of a task last polled `previous` seconds before (None: never), now `age`
+        seconds old: the learned schedule where its kind has a history (`timing`, a `timing.Timing`), else the
+        growing interval. A fixed interval (--interval) wins over both."""
+        if self.fixed is not None or timing is None or age is None:
+            return self.next(previous)
+        return timing.gap(age, previous)
+
+    @property
+    def coalesce(self) -> float:
+        return COALESCE / self.scale
 
     @classmethod
     def from_options(cls, interval: float | None, env: Mapping[str, str] = os.environ) -> PollPolicy:
@@ -75,6 +99,16 @@ class PollPolicy:
             return cls(fixed=max(parse_duration(env[envvars.POLL_INTERVAL]), 0.01))
         scale = time_scale(env)
         return cls(start=POLL_START / scale, cap=POLL_CAP / scale, scale=scale)
+
+
+def today_ages(policy: PollPolicy, horizon: float) -> list[float]:
+    """The ages at which the growing interval polls a task followed from its creation, up to `horizon`."""
+    ages, age, interval = [], 0.0, None
+    while age < horizon:
+        interval = policy.next(interval)
+        age += interval
+        ages.append(age)
+    return ages
 
 
 def time_scale(env: Mapping[str, str] = os.environ) -> float:
@@ -96,6 +130,10 @@ class _Tracked:
     interval: float | None = None
     failures: int = 0
     task: Task | None = None
+    #: the clock time the task was created, where known (the learned schedule needs its age)
+    born: float | None = None
+    #: a callback reported its end: queried at once, not again for that
+    hinted: bool = False
 
 
 @dataclass
@@ -140,18 +178,38 @@ class Waiter:
         self.outcome = WaitOutcome()
         self.tracked: dict[str, _Tracked] = {}
         self.deadline = float("inf")
+        self.next_check = 0.0
+        #: callbacks arrive: polls are only a fallback, at the policy's cap
+        self.called_back = False
 
     def start(self) -> None:
         self.deadline = self.clock() + self.timeout
         for ref in self.refs:
             self.add(ref)
 
-    def add(self, ref: TaskRef, *, delay: float = 0.0) -> None:
-        """Follow one more task (a batch adds each as it is submitted), first polled `delay` seconds from now."""
+    def add(self, ref: TaskRef, *, delay: float = 0.0, fresh: bool = False) -> None:
+        """Follow one more task (a batch adds each as it is submitted), first polled `delay` seconds from now,
+        or (`fresh`: it was just created) when its schedule says."""
         if ref.task is not None and ref.task.terminal:
             self._finish(ref.task)  # a finished task in the input does not change: no query needed
-        else:
-            self.tracked[ref.id] = _Tracked(ref, self.clock() + delay, interval=delay or None)
+            return
+        now = self.clock()
+        tracked = _Tracked(ref, now, born=now if fresh else None)
+        history = self.policy.history
+        if history is not None and not fresh:
+            age = history.age(ref)
+            tracked.born = None if age is None else now - age
+        if fresh:
+            delay = self._delay(tracked, now)
+        tracked.due, tracked.interval = now + delay, delay or None
+        self.tracked[ref.id] = tracked
+
+    def _delay(self, tracked: _Tracked, now: float) -> float:
+        history = self.policy.history
+        timing = history.timing(tracked.ref) if history is not None else None
+        age = None if tracked.born is None else now - tracked.born
+        delay = self.policy.delay(tracked.interval, age, timing)
+        return max(delay, self.policy.cap) if self.called_back else delay
 
     def step(self) -> float | None:
         """Query the tasks that are due; return the seconds until the next one is, or None if none is left."""
@@ -161,10 +219,16 @@ class Waiter:
         if now >= self.deadline:
             self.outcome.timed_out = True
             return None
+        if self.policy.ended is not None and now >= self.next_check:
+            self._check_callbacks(now)
+        if self.policy.gate is not None and self.policy.gate() > now:
+            return self.policy.gate() - now  # the provider asked us to wait: that wins over any schedule
         wake = min(t.due for t in self.tracked.values())
+        if self.policy.ended is not None:
+            wake = min(wake, self.next_check)
         if wake > now:
             return wake - now
-        due = [t for t in self.tracked.values() if t.due <= now + COALESCE]
+        due = [t for t in self.tracked.values() if t.due <= now + self.policy.coalesce]
         self.outcome.queries += len(due)
         results = self.get_many([t.ref for t in due], self.deadline)
         for tracked in due:
@@ -172,6 +236,19 @@ class Waiter:
             if self.outcome.stopped_early:
                 break
         return 0.0
+
+    def _check_callbacks(self, now: float) -> None:
+        """Tasks a callback reported ended are due now (their result still comes from a query)."""
+        assert self.policy.ended is not None
+        self.next_check = now + CALLBACK_CHECK / self.policy.scale
+        try:
+            ended = self.policy.ended([task_id for task_id, t in self.tracked.items() if not t.hinted])
+        except Exception:  # the journal is best-effort here: polls go on
+            return
+        for task_id in ended:
+            tracked = self.tracked.get(task_id)
+            if tracked is not None:
+                tracked.hinted, tracked.due, self.called_back = True, now, True
 
     def run(self) -> WaitOutcome:
         self.start()
@@ -195,8 +272,9 @@ class Waiter:
                 self._finish(result)
                 return
             self.on_update(result)
-            tracked.interval = self.policy.next(tracked.interval)
-            tracked.due = self.clock() + tracked.interval
+            now = self.clock()
+            tracked.interval = self._delay(tracked, now)
+            tracked.due = now + tracked.interval
             return
         if isinstance(result, DeadlineExceeded):
             self.outcome.timed_out = True

@@ -13,7 +13,8 @@ from kling_cli.errors import ExitCode, KlingError, UsageError, WaitTimeout
 from kling_cli.events import DOWNLOADED, ERROR, FOLLOWING, REQUEUED, STATUS, Event, EventLog, Stream
 from kling_cli.models import Task, TaskStatus
 from kling_cli.progress import View
-from kling_cli.waiting import PollPolicy, Waiter, format_duration
+from kling_cli.timing import learned_policy
+from kling_cli.waiting import Waiter, format_duration
 
 
 @dataclass
@@ -136,7 +137,7 @@ def run_batch(ctx: AppContext, opts: BatchOptions, run: RunOptions) -> int:
     if log is not None:
         events.subscribe(log)
     waiter = Waiter(lambda batch, deadline: service.get_many(batch, deadline=deadline), [], timeout=run.timeout,
-                    policy=PollPolicy.from_options(run.interval), clock=service.clock, sleep=service.sleep)
+                    policy=learned_policy(service, run.interval, callbacks=_callbacks(opts, plan)), clock=service.clock, sleep=service.sleep)
     batch = BatchRun(service, opts, plan, waiter, events, manifest=manifest)
     try:
         with view:
@@ -178,6 +179,13 @@ def run_batch(ctx: AppContext, opts: BatchOptions, run: RunOptions) -> int:
     if result.errors:
         return int(result.errors[0].exit_code)
     return tally.exit_code()
+
+
+def _callbacks(opts: BatchOptions, plan: Plan) -> bool:
+    """Whether the rows' tasks will call back (--callback-url, or the CSV's column): then a `kling callback
+    listen` on that address records their ends in the journal, and polls are only a fallback."""
+    return bool(opts.defaults.get("callback_url")) or any(item.row.values.get("callback_url", "").strip()
+                                                         for item in plan.rows)
 
 
 def _to_manifest(manifest, event: Event) -> None:

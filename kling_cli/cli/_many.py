@@ -22,7 +22,8 @@ from kling_cli.manifest import Manifest
 from kling_cli.models import Task, TaskStatus
 from kling_cli.progress import View, summary_line
 from kling_cli.taskrefs import TaskRef
-from kling_cli.waiting import PollPolicy, Waiter, format_duration
+from kling_cli.timing import learned_policy
+from kling_cli.waiting import Waiter, format_duration
 
 
 @dataclass
@@ -179,7 +180,7 @@ def wait_many(
         lambda batch, deadline: service.get_many(batch, deadline=deadline),
         refs,
         timeout=timeout,
-        policy=PollPolicy.from_options(interval),
+        policy=learned_policy(service, interval),
         clock=service.clock,
         sleep=service.sleep,
         fail_fast=fail_fast,

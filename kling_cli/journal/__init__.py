@@ -75,6 +75,9 @@ class Entry:
     #: the provider's own times for the task (migration 003), where it gave them
     task_created_at: str | None = None
     finished_at: str | None = None
+    #: what its run time depends on (migration 004, `timing.timing_key`), and when a callback said it ended
+    timing_key: str | None = None
+    callback_at: str | None = None
 
     def to_task(self) -> Task:
         """The task as the journal last saw it (a rerun uses this instead of asking again)."""
@@ -230,7 +233,8 @@ class Journal:
 
     # -- writes around a submit ---------------------------------------------------------------
     def record_intent(self, *, external_id: str, request_hash: str, profile: str, provider: str, dialect: str,
-                      kind: str, request: dict[str, Any], batch: str | None = None, row: int | None = None) -> int:
+                      kind: str, request: dict[str, Any], batch: str | None = None, row: int | None = None,
+                      timing_key: str | None = None) -> int:
         """Before the POST. Raises JournalError: a submit whose intent is not on disk must not be sent."""
         stamp = now_iso()
         with self._lock:
@@ -239,9 +243,9 @@ class Journal:
             try:
                 return self._insert(
                     "INSERT INTO submissions (external_id, request_hash, profile, provider, dialect, kind, request,"
-                    " state, batch, row, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    " state, batch, row, created_at, updated_at, timing_key) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (external_id, request_hash, profile, provider, dialect, kind, json.dumps(request), "pending",
-                     batch, row, stamp, stamp))
+                     batch, row, stamp, stamp, timing_key))
             except self.errors as exc:
                 failure = self._failed("record the submit", exc)
                 raise JournalError(f"{failure.message}; nothing was sent", hint=failure.hint) from None
@@ -406,6 +410,38 @@ class Journal:
         if limit is None:
             return self._read(f"SELECT * FROM submissions {where} ORDER BY id DESC", args)
         return self._read(f"SELECT * FROM submissions {where} ORDER BY id DESC LIMIT ?", (*args, limit))
+
+    def run_times(self, provider: str, timing_key: str, *, limit: int) -> list[tuple[int, float]]:
+        """(entry id, seconds from created to finished) of the latest ended tasks with this timing key, newest
+        first: the provider's own times where it gave them, else when the submit was written and when an
+        end was first seen."""
+        from kling_cli.timing import run_seconds
+
+        with self._lock:
+            if self._closed:
+                return []
+            rows = self._run("SELECT id, created_at, task_created_at, finished_at FROM submissions WHERE provider = ?"
+                             " AND timing_key = ? AND finished_at IS NOT NULL ORDER BY id DESC LIMIT ?",
+                             (provider, timing_key, limit))[0]
+        found = [(row["id"], run_seconds(row["task_created_at"] or row["created_at"], row["finished_at"]))
+                 for row in rows]
+        return [(entry, seconds) for entry, seconds in found if seconds is not None]
+
+    def record_callback(self, task_id: str) -> bool:
+        """A callback said this task ended (`kling callback listen`): a run following it queries it at once.
+        False when the journal has no such task."""
+        return bool(self._write("UPDATE submissions SET callback_at = COALESCE(callback_at, ?) WHERE task_id = ?",
+                                (now_iso(), task_id)))
+
+    def called_back(self, task_ids: list[str]) -> set[str]:
+        """Which of these tasks a callback said had ended."""
+        found: set[str] = set()
+        with self._lock:
+            for chunk in _chunks(task_ids) if not self._closed else ():
+                rows = self._run(f"SELECT task_id FROM submissions WHERE callback_at IS NOT NULL AND task_id IN"
+                                 f" ({_marks(chunk)})", chunk)[0]
+                found.update(row["task_id"] for row in rows)
+        return found
 
     def find_tasks(self, task_ids: list[str]) -> dict[str, Entry]:
         """The latest entry of each of these tasks, in a few queries."""

@@ -77,8 +77,19 @@ def _m003_task_times(types: Mapping[str, str]) -> list[str]:
     ]
 
 
+def _m004_timing(types: Mapping[str, str]) -> list[str]:
+    # What a task's run time depends on (dialect/kind/model/mode/duration: timing.timing_key), so that polls
+    # can be placed where tasks like it ended; and when a callback said the task ended (`callback listen`).
+    return [
+        "ALTER TABLE submissions ADD COLUMN timing_key TEXT",
+        "ALTER TABLE submissions ADD COLUMN callback_at TEXT",
+        "CREATE INDEX submissions_timing ON submissions (provider, timing_key)",
+    ]
+
+
 MIGRATIONS: list[tuple[str, Callable[[Mapping[str, str]], list[str]]]] = [
     ("001_submissions", _m001_submissions),
     ("002_claims", _m002_claims),
     ("003_task_times", _m003_task_times),
+    ("004_timing", _m004_timing),
 ]
