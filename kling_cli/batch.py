@@ -10,8 +10,10 @@
    a row another process is sending is followed, not sent; a row whose answer was lost is looked up by its
    external id where the provider can (or by the task id an earlier run wrote in the manifest), else it
    stays `uncertain` and is not sent again without `--resubmit-uncertain`.
-4. A scheduler keeps at most `--max-in-flight` tasks running on the provider and sends at most `--rate`
-   submits per second; a "too many running tasks" refusal (Kling 1303) puts the row back, it does not fail.
+4. A scheduler keeps at most `--max-in-flight` tasks running on the provider (or finds the account's limit:
+   `auto`), starts the next row as soon as a task is seen to end, and sends at most `--rate` submits per
+   second; a "too many running tasks" refusal (Kling 1303) puts the row back, it does not fail, and lowers
+   the limit for a while (see `slots`).
 """
 
 from __future__ import annotations
@@ -85,7 +87,8 @@ class BatchOptions:
     defaults: dict[str, Any]
     extra_columns: bool = False
     skip_invalid: bool = False
-    max_in_flight: int = 5
+    #: None: auto (find the account's limit)
+    max_in_flight: int | None = 5
     rate: float | None = None
     shard: tuple[int, int] | None = None
     resubmit_uncertain: bool = False
@@ -291,6 +294,15 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     return int(match.group(1)), int(match.group(2))
 
 
+def parse_max_in_flight(text: str) -> int | None:
+    """A number of tasks, or `auto` (None): find the account's limit."""
+    if text.strip().lower() == "auto":
+        return None
+    if not re.fullmatch(r"\s*\d+\s*", text) or int(text) < 1:
+        raise UsageError(f"--max-in-flight {text!r}: expected a number of tasks (1 or more) or auto")
+    return int(text)
+
+
 def parse_rate(text: str | None) -> float | None:
     if text is None:
         return None
@@ -404,8 +416,9 @@ class BatchRun:
         self.by_task: dict[str, Planned] = {}
         self.result = BatchResult()
         self.next_submit = 0.0
-        #: a 1303 told us how many tasks the account can run: no more until one finishes
-        self.cap: int | None = None
+        from kling_cli.slots import Slots
+
+        self.slots = Slots(opts.max_in_flight, scale=waiter.policy.scale, say=service.out.info)
         #: --max-cost: each row this run sent, at its reported cost once known, else its estimate
         self.costs: dict[int, float] = {}
         if opts.max_cost is not None:
@@ -430,7 +443,8 @@ class BatchRun:
 
     def _finished(self, task: Task) -> None:
         item = self.by_task.get(task.id)
-        self.cap = None  # a slot freed up
+        if task.id not in self.foreign:
+            self.slots.ended()
         if item is None:
             return
         if task.status is TaskStatus.SUCCEEDED:
@@ -601,8 +615,7 @@ class BatchRun:
         return sum(1 for task_id in self.waiter.tracked if task_id not in self.foreign)
 
     def _slots(self) -> int:
-        limit = self.opts.max_in_flight if self.cap is None else min(self.cap, self.opts.max_in_flight)
-        return limit - self._own_in_flight()
+        return self.slots.room(self._own_in_flight(), self.service.clock())
 
     def _submit_ready(self) -> float | None:
         """Send what the limits allow; return the seconds until the next row could go (None: nothing left)."""
@@ -612,8 +625,8 @@ class BatchRun:
             wait = max(self.next_submit - now, item.not_before - now)
             if wait > 0:
                 return wait
-            if self._slots() <= 0:
-                return None if self._own_in_flight() else 0.5
+            if self._slots() <= 0:  # a task seen to end frees one: the loop comes back here at once
+                return self.slots.wake(now) if self._own_in_flight() else 0.5
             if self.result.budget is not None and not self._affordable(item):
                 return None
             self.queue.popleft()
@@ -668,13 +681,18 @@ class BatchRun:
         try:
             self.service.preflight(item.kind, req)
             task = self.service.submit(item.kind, req, identity=item.identity, batch=str(self.opts.csv_path),
-                                       row=item.row.number, adopt=not item.identity.startswith("ext:"))
+                                       row=item.row.number, adopt=not item.identity.startswith("ext:"),
+                                       busy_retries=False)
         except ProviderUnavailable as exc:
             if exc.code in ("concurrency_limit", "rate_limited") and not isinstance(exc, SubmitUncertain):
+                # Too many running: with tasks of ours running the limit drops to them and the row goes when
+                # one ends; with none, the slots are others' and the row waits (as told, or longer each time).
+                now, own = self.service.clock(), self._own_in_flight()
+                self.slots.refused(own, now)
                 item.tries += 1
-                item.not_before = self.service.clock() + min(REQUEUE_DELAY * 2 ** (item.tries - 1), REQUEUE_MAX) \
-                    / self.waiter.policy.scale
-                self.cap = max(1, self._own_in_flight()) if self._own_in_flight() else None
+                backoff = exc.retry_after if exc.retry_after is not None else \
+                    min(REQUEUE_DELAY * 2 ** (item.tries - 1), REQUEUE_MAX) / self.waiter.policy.scale
+                item.not_before = now if own else now + backoff
                 self.queue.appendleft(item)
                 self.events.emit(Event(REQUEUED, row=item, detail=exc.message))
                 return True
@@ -704,6 +722,7 @@ class BatchRun:
         self._mark(item, "submitted", task.id, task)
         # just submitted: its first poll is when its schedule says
         self.waiter.add(TaskRef(task.id, item.kind, task if task.terminal else None), fresh=True)
+        self.slots.sent(self._own_in_flight())
         return True
 
     def rebuild(self, item: Planned) -> T2VRequest | MotionRequest:
@@ -717,6 +736,7 @@ class BatchRun:
             self.reconcile()
             self.check_budget()
             self._loop()
+            self.slots.finish()
         finally:
             journal = self.service.journal
             if journal is not None and self.result.journal_lost is None:

@@ -227,10 +227,12 @@ class Service:
 
     # -- operations -----------------------------------------------------------------------------
     def submit(self, kind: str, req: T2VRequest | MotionRequest, *, identity: str | None = None,
-               batch: str | None = None, row: int | None = None, adopt: bool = False) -> Task:
+               batch: str | None = None, row: int | None = None, adopt: bool = False,
+               busy_retries: bool = True) -> Task:
         """Create one task, its intent journaled first. A lost answer is reconciled by external id where the
         provider can look one up, and never sent again blind. `adopt`: the external id is derived from the
-        request (a CSV row's `kc-` id), so a task that already has it is this very request, sent before."""
+        request (a CSV row's `kc-` id), so a task that already has it is this very request, sent before.
+        `busy_retries=False`: a "too many running tasks" refusal is raised at once (a batch waits for a slot)."""
         if req.external_id is None:
             req.external_id = new_external_id()
         wire = self.dialect.build_submit(kind, req)
@@ -245,7 +247,7 @@ class Service:
                 kind=kind, request=record, batch=batch, row=row, timing_key=timing_key(
                     self.resolved.dialect, kind, req.model, req.mode, getattr(req, "duration", None)))
         try:
-            task = self._send_submit(kind, req, wire, adopt=adopt)
+            task = self._send_submit(kind, req, wire, adopt=adopt, busy_retries=busy_retries)
         except SubmitUncertain as exc:
             self._note(entry, "uncertain", exc.message)
             raise
@@ -267,11 +269,12 @@ class Service:
         except Exception as exc:  # sqlite3.Error, OSError: never fail a command that already got its answer
             self.out.warn(f"journal: could not record ({exc}); a rerun will check the provider instead")
 
-    def _send_submit(self, kind: str, req: T2VRequest | MotionRequest, wire, *, adopt: bool = False) -> Task:
+    def _send_submit(self, kind: str, req: T2VRequest | MotionRequest, wire, *, adopt: bool = False,
+                     busy_retries: bool = True) -> Task:
         resent = False
         for attempt in range(self.resolved.retries + 1):
             try:
-                reply = self.transport.send(wire)
+                reply = self.transport.send(wire, busy_retries=busy_retries)
                 task = self.dialect.parse_submit(kind, reply)
                 if not task.id:
                     raise SubmitUncertain(

@@ -205,7 +205,8 @@ class Transport:
         with self._gate_lock:
             self._gate_until = max(self._gate_until, self.clock() + delay)
 
-    def send(self, wire: WireRequest, *, deadline: float | None = None) -> Reply:
+    def send(self, wire: WireRequest, *, deadline: float | None = None, busy_retries: bool = True) -> Reply:
+        """`busy_retries=False`: a "too many running tasks" refusal (Kling 1303) is raised at once, not retried."""
         attempt = 0
         reauthed = False
         while True:
@@ -226,7 +227,7 @@ class Transport:
                     f"{error.message}",
                     hint="it was not sent again; check whether the task exists before submitting again",
                     status=error.status, provider_code=error.provider_code, request_id=error.request_id)
-            if not error.retryable:
+            if not error.retryable or (error.code == "concurrency_limit" and not busy_retries):
                 raise error
             if wire.creates_task and outcome.sent and not outcome.refused:
                 raise SubmitUncertain(

@@ -238,12 +238,13 @@ def _print_row(ctx: AppContext, item: Planned, state: str, detail: str, task: Ta
 
 
 def batch_options(kind: str, csv_path: Path, defaults: dict[str, Any], *, extra_columns: bool, skip_invalid: bool,
-                  max_in_flight: int, rate: str | None, shard: str | None, resubmit_uncertain: bool,
+                  max_in_flight: str, rate: str | None, shard: str | None, resubmit_uncertain: bool,
                   wait: bool, max_cost: str | None = None) -> BatchOptions:
-    from kling_cli.batch import parse_rate, parse_shard
+    from kling_cli.batch import parse_max_in_flight, parse_rate, parse_shard
 
     return BatchOptions(csv_path=csv_path, kind=kind, defaults=defaults, extra_columns=extra_columns,
-                        skip_invalid=skip_invalid, max_in_flight=max_in_flight, rate=parse_rate(rate),
+                        skip_invalid=skip_invalid, max_in_flight=parse_max_in_flight(max_in_flight),
+                        rate=parse_rate(rate),
                         shard=parse_shard(shard), resubmit_uncertain=resubmit_uncertain, wait=wait,
                         max_cost=max_cost)
 

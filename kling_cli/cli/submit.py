@@ -87,8 +87,9 @@ DryRunOpt = Annotated[bool, typer.Option("--dry-run", "-n", help="Print the reso
 OutOpt = Annotated[Optional[list[Path]], typer.Option(
     "--out", metavar="FILE", help="With --from-csv: write a results manifest (.csv or .ndjson; repeatable) as rows "
     "progress.", show_default=False)]
-MaxInFlightOpt = Annotated[int, typer.Option("--max-in-flight", min=1, help="With --from-csv: tasks running on the "
-                                             "provider at most (Kling counts running tasks per account).")]
+MaxInFlightOpt = Annotated[str, typer.Option("--max-in-flight", metavar="N|auto", help="With --from-csv: tasks "
+                                             "running on the provider at most (Kling counts running tasks per "
+                                             "account); auto finds the account's limit.")]
 RateOpt = Annotated[Optional[str], typer.Option("--rate", metavar="R/s", help="With --from-csv: submits per second "
                                                 "(or per minute: 30/m) at most.", show_default=False)]
 ShardOpt = Annotated[Optional[str], typer.Option("--shard", metavar="K/N", help="With --from-csv: only the rows in "
@@ -104,7 +105,7 @@ MaxCostOpt = Annotated[Optional[str], typer.Option(
     "stop sending rows once the cost reported (else estimated) would pass it; UNIT is the provider's (units, "
     "points...).", show_default=False)]
 
-DEFAULT_MAX_IN_FLIGHT = 5
+DEFAULT_MAX_IN_FLIGHT = "5"
 
 _PROFILE_DEFAULTS = {
     "t2v": {"model": "model", "mode": "mode", "duration": "duration", "aspect_ratio": "aspect_ratio",
