@@ -30,8 +30,8 @@ _kling_info() {
             _kling_opts=(--help -h)
             ;;
         'kling callback listen')
-            _kling_opts=(--host --port --count --webhook-secret-file --profile -p --json --quiet -q --verbose -v --no-color --no-input --help -h)
-            _kling_vopts=' --host --port --count --webhook-secret-file --profile -p '
+            _kling_opts=(--host --port --count --webhook-secret-file --profile -p --json --quiet -q --verbose -v --no-color --no-input --journal --help -h)
+            _kling_vopts=' --host --port --count --webhook-secret-file --profile -p --journal '
             ;;
         'kling callback verify')
             _kling_opts=(--header -H --webhook-secret-file --profile -p --json --quiet -q --verbose -v --no-color --no-input --help -h)

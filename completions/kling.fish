@@ -29,7 +29,7 @@ function __kling_value_options
         case 'kling batch-status'
             printf '%s\n' '--from' '--kind' '--concurrency' '--profile' '-p' '--dialect' '--journal'
         case 'kling callback listen'
-            printf '%s\n' '--host' '--port' '--count' '--webhook-secret-file' '--profile' '-p'
+            printf '%s\n' '--host' '--port' '--count' '--webhook-secret-file' '--profile' '-p' '--journal'
         case 'kling callback verify'
             printf '%s\n' '--header' '-H' '--webhook-secret-file' '--profile' '-p'
         case 'kling download'
@@ -163,6 +163,7 @@ complete -c kling -n '__kling_at kling callback listen' -l 'quiet' -s 'q' -d 'Le
 complete -c kling -n '__kling_at kling callback listen' -l 'verbose' -s 'v' -d 'Explain where settings came from; -vv logs each HTTP request'
 complete -c kling -n '__kling_at kling callback listen' -l 'no-color' -d 'No colour (also NO_COLOR=1 or TERM=dumb)'
 complete -c kling -n '__kling_at kling callback listen' -l 'no-input' -d 'Never prompt (always so when stdin is not a terminal)'
+complete -c kling -n '__kling_at kling callback listen' -l 'journal' -x -d 'The journal: a file path or sqlite:///path (default: journal.db in the data...'
 complete -c kling -n '__kling_at kling callback listen' -l 'help' -s 'h' -d 'Show this message and exit'
 
 # kling callback verify

@@ -181,6 +181,8 @@ class Waiter:
         self.next_check = 0.0
         #: callbacks arrive: polls are only a fallback, at the policy's cap
         self.called_back = False
+        #: tasks polls saw end since the journal was last asked about callbacks: did one come for them?
+        self._ended_since: list[str] = []
 
     def start(self) -> None:
         self.deadline = self.clock() + self.timeout
@@ -241,14 +243,16 @@ class Waiter:
         """Tasks a callback reported ended are due now (their result still comes from a query)."""
         assert self.policy.ended is not None
         self.next_check = now + CALLBACK_CHECK / self.policy.scale
+        asked, self._ended_since = [i for i, t in self.tracked.items() if not t.hinted] + self._ended_since, []
         try:
-            ended = self.policy.ended([task_id for task_id, t in self.tracked.items() if not t.hinted])
+            ended = self.policy.ended(asked) if asked else set()
         except Exception:  # the journal is best-effort here: polls go on
             return
         for task_id in ended:
+            self.called_back = True
             tracked = self.tracked.get(task_id)
-            if tracked is not None:
-                tracked.hinted, tracked.due, self.called_back = True, now, True
+            if tracked is not None and not tracked.hinted:
+                tracked.hinted, tracked.due = True, now
 
     def run(self) -> WaitOutcome:
         self.start()
@@ -292,6 +296,8 @@ class Waiter:
         self.on_error(task_id, error, True)
 
     def _finish(self, task: Task) -> None:
+        if self.policy.ended is not None and not self.called_back:
+            self._ended_since.append(task.id)
         self.outcome.finished.append(task)
         self.on_done(task)
         if self.fail_fast and task.status is TaskStatus.FAILED:

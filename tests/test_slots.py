@@ -109,3 +109,48 @@ def test_the_slot_arithmetic():
     assert fixed.hold_ends == 6
     fixed.refused(0, 0.0)  # none of ours runs: the slots are all someone else's; the limit stays
     assert fixed.limit == 3
+
+
+def test_a_csv_run_learns_ends_from_the_callbacks_listen_received(kling, kling_profile, sandbox, tmp_path,
+                                                                  monkeypatch):
+    """With --callback-url at a `kling callback listen`, the first tasks are polled until their callbacks show
+    that callbacks arrive; the later ones are queried once, when theirs lands, and polled only as a fallback."""
+    import os
+    import subprocess
+    import sys
+    import threading
+
+    queries: dict[str, int] = {}
+    handle = sandbox.app.handle
+
+    def counting(req):
+        if req.method == "GET" and req.path.startswith("/kling/v1/videos/"):
+            task_id = req.path.rsplit("/", 1)[-1]
+            queries[task_id] = queries.get(task_id, 0) + 1
+        return handle(req)
+
+    sandbox.app.handle = counting
+    # the growing interval, at a tenth of the real times (0.2 s, 0.5 s, 0.95 s...; at most 3 s apart)
+    monkeypatch.delenv("KLING_POLL_INTERVAL")
+    monkeypatch.setenv("KLING_TIME_SCALE", "10")
+    listener = subprocess.Popen([sys.executable, "-m", "kling_cli", "callback", "listen", "--port", "0"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=dict(os.environ),
+                                stdin=subprocess.DEVNULL)
+    try:
+        line = ""
+        while "listening for callbacks on" not in line:
+            line = listener.stderr.readline()
+            assert line, "listener exited early"
+        threading.Thread(target=listener.stderr.read, daemon=True).start()  # keep its stderr drained
+        url = line.split(" on ")[1].split()[0]
+        jobs = tmp_path / "jobs.csv"
+        jobs.write_text("prompt\n" + "".join(f"fox {n} sandbox:slow\n" for n in range(6)))  # 1.5 s tasks
+        result = kling("submit", "t2v", "--from-csv", jobs, "--max-in-flight", "3", "--callback-url", url, "--wait")
+    finally:
+        listener.terminate()
+        listener.wait(timeout=10)
+    assert result.exit_code == 0, result
+    created = sorted(httpx.get(f"{sandbox.origin}/__sandbox/tasks").json()["tasks"], key=lambda t: t["created"])
+    first, later = created[:3], created[3:]
+    assert all(queries[t["id"]] >= 3 for t in first)  # polled at 0.2, 0.5, 0.95... until a callback came
+    assert [queries[t["id"]] for t in later] == [1, 1, 1]  # each queried once, when its callback landed

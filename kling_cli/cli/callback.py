@@ -87,7 +87,7 @@ def callback_verify(
     return 0
 
 
-@command(callback_app, "listen")
+@command(callback_app, "listen", journal_option=True)
 def callback_listen(
     ctx: AppContext,
     host: Annotated[str, typer.Option("--host", help="Address to listen on (keep it loopback).")] = "127.0.0.1",
@@ -98,7 +98,8 @@ def callback_listen(
 ) -> int:
     """Receive callbacks on loopback and print each one as a JSON task per line, for local development.
 
-    Signed callbacks are verified (a wrong signature is answered 401 and not printed).
+    Signed callbacks are verified (a wrong signature is answered 401 and not printed). A task's end is noted
+    in the journal, so that a CSV run given --callback-url to this address learns of it at once.
 
     Example: kling callback listen --port 8787 --profile gw   (then submit with --callback-url http://127.0.0.1:8787/)
     """
@@ -106,6 +107,7 @@ def callback_listen(
     from kling_cli.sandbox.server import App, HTTPServer, Request, Response, json_response
 
     api_key, secret = _keys(ctx, webhook_secret_file)
+    journal = ctx.journal()
     lock = threading.Lock()
     accepted = [0]
 
@@ -121,6 +123,11 @@ def callback_listen(
             ctx.out.json(callback.task.to_json(raw=ctx.opts.raw))
             accepted[0] += 1
             done = count is not None and accepted[0] >= count
+        if journal is not None and callback.task.terminal and callback.task.id:
+            try:
+                journal.record_callback(callback.task.id)
+            except Exception as exc:  # the journal is best-effort here: a run following the task polls it
+                ctx.out.warn(f"journal: could not note the callback of task {callback.task.id}: {exc}")
         state = "signature valid" if callback.signed else "unsigned"
         ctx.out.info(f"{callback.source} callback: task {callback.task.id} {callback.task.status.value} ({state})")
         if done:
@@ -140,4 +147,6 @@ def callback_listen(
         ctx.out.info("stopped")
     finally:
         server.server_close()
+        if journal is not None:
+            journal.close()
     return 0
