@@ -189,12 +189,15 @@ class History:
         #: timing key -> (its fit, the newest entry id in it, when it was read)
         self._fits: dict[str, tuple[Timing | None, int, float]] = {}
 
-    def _task(self, task_id: str) -> tuple[str | None, float | None]:
-        if task_id not in self._tasks:
-            try:
-                entry = self.journal.find_tasks([task_id]).get(task_id)
-            except Exception:  # best-effort: without it the task gets the growing interval
-                entry = None
+    def know(self, task_ids: list[str]) -> None:
+        """Read what the journal has on these tasks, in a few queries (a `wait` on many tasks)."""
+        unknown = [task_id for task_id in task_ids if task_id not in self._tasks]
+        try:
+            entries = self.journal.find_tasks(unknown) if unknown else {}
+        except Exception:  # best-effort: without it a task gets the growing interval
+            entries = {}
+        for task_id in unknown:
+            entry = entries.get(task_id)
             born = None
             if entry is not None:
                 created = entry.task_created_at or entry.created_at
@@ -203,6 +206,10 @@ class History:
                 except (AttributeError, ValueError):
                     born = None
             self._tasks[task_id] = (entry.timing_key if entry is not None else None, born)
+
+    def _task(self, task_id: str) -> tuple[str | None, float | None]:
+        if task_id not in self._tasks:
+            self.know([task_id])
         return self._tasks[task_id]
 
     def age(self, ref) -> float | None:
@@ -238,7 +245,8 @@ def learned_policy(service, interval: float | None, *, callbacks: bool = False) 
     policy.gate = service.gate
     journal = service.journal
     if journal is not None:
-        policy.history = History(journal, service.resolved.provider, policy, service.clock)
+        if policy.fixed is None:
+            policy.history = History(journal, service.resolved.provider, policy, service.clock)
         if callbacks:
             policy.ended = journal.called_back
     return policy

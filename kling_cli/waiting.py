@@ -186,6 +186,8 @@ class Waiter:
 
     def start(self) -> None:
         self.deadline = self.clock() + self.timeout
+        if self.policy.history is not None and self.refs:
+            self.policy.history.know([ref.id for ref in self.refs])
         for ref in self.refs:
             self.add(ref)
 

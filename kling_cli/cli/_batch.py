@@ -137,7 +137,8 @@ def run_batch(ctx: AppContext, opts: BatchOptions, run: RunOptions) -> int:
     if log is not None:
         events.subscribe(log)
     waiter = Waiter(lambda batch, deadline: service.get_many(batch, deadline=deadline), [], timeout=run.timeout,
-                    policy=learned_policy(service, run.interval, callbacks=_callbacks(opts, plan)), clock=service.clock, sleep=service.sleep)
+                    policy=learned_policy(service, run.interval, callbacks=_callbacks(opts, plan)),
+                    clock=service.clock, sleep=service.sleep)
     batch = BatchRun(service, opts, plan, waiter, events, manifest=manifest)
     try:
         with view:
