@@ -122,6 +122,19 @@ class Unsupported(RequestRejected):
     code = "unsupported"
 
 
+class NoVideo(RequestRejected):
+    """The provider says the task succeeded but names no video: never a plain success."""
+
+    code = "no_video"
+
+    @classmethod
+    def of(cls, task_id: str, raw: Any) -> NoVideo:
+        """The error for one such task, with the provider's payload kept (`raw` in the JSON error object)."""
+        return cls(f"task {task_id} succeeded without a video: the provider gave no video URL",
+                   hint=f"see what the provider sent with `kling status {task_id} --json --raw`",
+                   extra={"task_ids": [task_id], "raw": raw})
+
+
 class BadResponse(ApiError):
     """The answer is not the API's (HTML, a redirect, not JSON): almost always a wrong base URL."""
 

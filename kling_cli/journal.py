@@ -97,6 +97,12 @@ class Entry:
     created_at: str
     updated_at: str
 
+    @property
+    def model(self) -> str | None:
+        """The model the request named (`model_name` on the Kling-format bodies, `model` on AceData's text to
+        video and aigw's)."""
+        return model_of(self.request)
+
     def to_task(self) -> Task:
         """The task as the journal last saw it (a rerun uses this instead of asking again)."""
         body = {"id": self.task_id, "kind": self.kind, "status": self.status or "unknown",
@@ -105,16 +111,23 @@ class Entry:
                 "error": {"code": None, "message": self.error} if self.error and self.status == "failed" else None}
         task = Task.from_json(body)
         task.request = self.request
+        task.model = self.model
         return task
 
     def to_json(self) -> dict[str, Any]:
         return {
             "entry": self.id, "task_id": self.task_id, "external_id": self.external_id, "state": self.state,
-            "status": self.status, "raw_status": self.raw_status, "kind": self.kind, "profile": self.profile,
+            "status": self.status, "raw_status": self.raw_status, "kind": self.kind, "model": self.model,
+            "profile": self.profile,
             "provider": self.provider, "dialect": self.dialect, "error": self.error, "videos": self.videos,
             "cost": self.cost, "files": self.files, "batch": self.batch, "row": self.row,
             "request": self.request, "created_at": self.created_at, "updated_at": self.updated_at,
         }
+
+
+def model_of(request: dict[str, Any]) -> str | None:
+    model = request.get("model_name") or request.get("model")
+    return model if isinstance(model, str) else None
 
 
 def _entry(row: sqlite3.Row) -> Entry:
@@ -247,16 +260,24 @@ class Journal:
 
     def kinds(self, task_ids: list[str]) -> dict[str, str]:
         """The kind of each of these tasks that this machine submitted, in a few queries."""
-        found: dict[str, str] = {}
+        return dict(self._column("kind", task_ids))
+
+    def models(self, task_ids: list[str]) -> dict[str, str]:
+        """The model each of these tasks was submitted with, for those this machine submitted."""
+        found = ((task_id, model_of(json.loads(request))) for task_id, request in self._column("request", task_ids))
+        return {task_id: model for task_id, model in found if model}
+
+    def _column(self, column: str, task_ids: list[str]) -> list[tuple[str, Any]]:
+        rows: list[tuple[str, Any]] = []
         with self._lock:
             if self._closed:
-                return found
+                return rows
             for start in range(0, len(task_ids), 500):
                 chunk = task_ids[start:start + 500]
                 marks = ",".join("?" * len(chunk))
-                for row in self._db.execute(f"SELECT task_id, kind FROM submissions WHERE task_id IN ({marks})", chunk):
-                    found[row["task_id"]] = row["kind"]
-        return found
+                rows += [(row["task_id"], row[column]) for row in self._db.execute(
+                    f"SELECT task_id, {column} FROM submissions WHERE task_id IN ({marks})", chunk)]
+        return rows
 
     def find_identity(self, profile: str, request_hash: str) -> Entry | None:
         """The latest entry for this identity that may have cost money (refused ones cost nothing)."""

@@ -26,6 +26,13 @@ FIXTURES = Path(__file__).parent / "fixtures"
 TASK_SECONDS = 0.3
 
 
+def sourced(path: str) -> Any:
+    """A fixture taken from a provider's own code or docs, `{"source": where from, "payload": ...}`."""
+    body = json.loads((FIXTURES / path).read_text())
+    assert isinstance(body.get("source"), str) and len(body["source"]) > 20, f"{path} names no source"
+    return body["payload"]
+
+
 @pytest.fixture(autouse=True)
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for key in list(os.environ):

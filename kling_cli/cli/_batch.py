@@ -39,7 +39,8 @@ def dry_run(ctx: AppContext, opts: BatchOptions) -> int:
             req.image_base64 = f"<base64 of {req.image.value}>"
         wire = service.dialect.build_submit(opts.kind, req)
         ctx.out.json({"row": row.number, "line": row.line, "identity": identity, "external_id": external_id,
-                      "kind": opts.kind, "method": wire.method, "path": wire.path, "request": wire.json})
+                      "kind": opts.kind, "model": service.dialect.model_for(opts.kind, req.model),
+                      "method": wire.method, "path": wire.path, "request": wire.json})
 
     plan = plan_rows(service, opts, on_row=show, keep=False)
     _report_problems(ctx, opts, plan)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from kling_cli.cli._common import AppContext
 from kling_cli.downloads import Downloader
-from kling_cli.errors import ExitCode, KlingError, TaskFailed, UsageError, WaitTimeout
+from kling_cli.errors import ExitCode, KlingError, NoVideo, TaskFailed, UsageError, WaitTimeout
 from kling_cli.manifest import Manifest
 from kling_cli.models import Task, TaskStatus
 from kling_cli.progress import View, summary_line
@@ -60,6 +60,15 @@ def _report_failure(ctx: AppContext, task: Task, tally: Tally) -> None:
     reason = task.error.message if task.error else "no reason given"
     error = TaskFailed(f"task {task.id} failed: {reason}", extra={"task_ids": [task.id]})
     if not ctx.out.json_mode:
+        ctx.out.error(error)
+    tally.errors.append(error)
+
+
+def _report_no_video(ctx: AppContext, task: Task, tally: Tally) -> None:
+    error = NoVideo.of(task.id, task.raw)
+    if ctx.out.json_mode:
+        ctx.out.task(task, raw=True)  # the task, its no_video error and the provider's payload, on one line
+    else:
         ctx.out.error(error)
     tally.errors.append(error)
 
@@ -136,6 +145,8 @@ def wait_many(
             ctx.running.remove(task.id)
         if task.status is TaskStatus.FAILED:
             _report_failure(ctx, task, tally)
+        elif task.without_video:
+            _report_no_video(ctx, task, tally)
         elif download is not None:
             try:
                 Downloader.check_ready(task, str(download.out_dir))

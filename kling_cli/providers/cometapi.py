@@ -16,7 +16,7 @@ from typing import Any
 
 from kling_cli.credentials import Credentials
 from kling_cli.errors import ApiError, AuthRejected, ProviderUnavailable, RequestRejected, Unsupported
-from kling_cli.models import Task
+from kling_cli.models import ASPECT_RATIOS, Task
 from kling_cli.providers.base import Dialect, Reply, dig, generic_error, text_or_none
 from kling_cli.providers.kling import KlingDialect
 from kling_cli.providers.newapi import parse_task_dto
@@ -27,6 +27,11 @@ _BALANCE = {"insufficient_user_quota", "quota_not_enough", "insufficient_quota"}
 class CometApiDialect(KlingDialect):
     name = "cometapi"
     prefix = "/kling"
+    # CometAPI's text-to-video reference: prompt "Maximum 500 characters", negative prompt "Maximum 200", aspect
+    # ratio "16:9, 9:16, 1:1, 4:3, 3:4, 3:2, 2:3"
+    prompt_limit = 500
+    negative_prompt_limit = 200
+    aspect_ratios = ASPECT_RATIOS
     # Not documented: a lost submit cannot be looked up by external id, it is reported instead.
     lookup_by_external_id = False
 

@@ -2,7 +2,7 @@
 in new-api's own shapes.
 
 Wire facts (aigw-newapi-acedata.md §2, kling-official-cometapi.md §2, seeds 001/002):
-- the model name routes the request: it must be present (default below), `duration` must be a string
+- the model name routes the request: it must be present, `duration` must be a string
   (a number is an HTTP 500), and the prompt must be non-empty even for motion control, although the docs
   call it optional; `aspect_ratio` defaults to 1:1 on the gateway, not Kling's 16:9, so it is always sent;
 - a submit answers in one of four shapes depending on the build (bare `task_id`; Kling envelope plus a
@@ -39,8 +39,6 @@ from kling_cli.models import (
 )
 from kling_cli.providers.base import Dialect, Reply, WireRequest, dig, generic_error, text_or_none, unknown_task
 from kling_cli.providers.kling import BUSINESS_CODES, KlingDialect, business_error, parse_kling_task
-
-DEFAULT_MODEL = "kling-v2-6"
 
 STATUS_MAP = {
     "NOT_START": TaskStatus.QUEUED,
@@ -86,16 +84,17 @@ class NewApiDialect(KlingDialect):
 
     #: the gateway refuses an empty prompt even for motion control, where the docs say it is optional
     prompt_required = True
+    #: ezmodel's motion-control payload has no model field (cuijinyu/new-api relay/channel/task/kling/adaptor.go,
+    #: motionControlRequestPayload): the model routes and bills, and Kling runs its own default
+    drops_model = frozenset({"motion"})
 
     def auth_headers(self, creds):  # a gateway key, never a Kling JWT
         return Dialect.auth_headers(self, creds)
 
     def build_submit(self, kind: str, req: T2VRequest | MotionRequest) -> WireRequest:
         wire = super().build_submit(kind, req)
-        body = wire.json
-        body.setdefault("model_name", DEFAULT_MODEL)
         if kind == "t2v":
-            body.setdefault("aspect_ratio", "16:9")
+            wire.json.setdefault("aspect_ratio", "16:9")
         return wire
 
     def parse_submit(self, kind: str, reply: Reply) -> Task:
@@ -111,6 +110,7 @@ class NewApiDialect(KlingDialect):
             status = OPENAI_STATUS.get(raw_status, TaskStatus.UNKNOWN) if isinstance(raw_status, str) else (
                 TaskStatus.UNKNOWN)
             return Task(id=task_id or "", kind=kind, status=status, raw_status=raw_status or None,
+                        model=text_or_none(dig(payload, "model")),
                         created_at=epoch_to_iso(dig(payload, "created_at"), unit="s"), raw=payload)
         if task_id:
             return Task(id=task_id, kind=kind, status=TaskStatus.QUEUED, raw=payload)

@@ -220,6 +220,8 @@ def task_object(sandbox: Sandbox, req: Request | str, row: TaskRow, now: float |
             "videos": [{"id": row.video_id, "url": sandbox.video_url(req, row.video_id), "watermark_url": "",
                         "duration": "5.0"}]
         }
+        if "novideo" in markers(row.request.get("prompt")):  # a success that names no video
+            data["task_result"] = {"videos": []}
         data["final_unit_deduction"] = "1"
     return data
 

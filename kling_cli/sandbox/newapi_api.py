@@ -234,7 +234,7 @@ def task_dto(sandbox: Sandbox, req: Request, row: TaskRow, now: float | None = N
            "data": inner}
     fail_reason = ""
     if status == "SUCCESS":
-        fail_reason = inner["task_result"]["videos"][0]["url"]
+        fail_reason = next((video["url"] for video in inner["task_result"]["videos"]), "")
     elif status == "FAILURE":
         fail_reason = raw["message"]  # ezmodel copies Kling's top-level message: "SUCCEED" (§2.6, §2.12)
     started = row.created + row.seconds * QUEUED_SHARE

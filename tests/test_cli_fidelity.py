@@ -1,0 +1,99 @@
+"""Where the providers' own code differs from what kling-cli first assumed, end to end through the sandbox:
+aigw's list results and successes without a video, AceData's top-level state, CometAPI's limits and lookup by
+external id, one default model on every dialect, new-api gateways without motion control."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import sandbox_stats
+from kling_cli.sandbox.core import ASSET
+
+
+def profile(add_profile, sandbox, dialect: str, base: str | None = None) -> None:
+    add_profile(dialect, sandbox.base_url(base or dialect), dialect=dialect, auth="jwt" if dialect == "kling" else "key")
+
+
+# --- 1. list results, and a success without a video ----------------------------------------------------
+
+def test_aigw_list_result_downloads(kling, sandbox, add_profile, tmp_path):
+    profile(add_profile, sandbox, "aigw")
+    result = kling("submit", "t2v", "a fox", "--download", tmp_path / "v", "--json")
+    assert result.exit_code == 0, result
+    (task,) = result.json_lines()
+    assert Path(task["files"][0]).read_bytes() == ASSET.read_bytes()
+
+
+@pytest.mark.parametrize("dialect", ["kling", "aigw", "acedata"])
+def test_success_without_a_video_is_never_a_plain_success(kling, sandbox, add_profile, tmp_path, dialect):
+    profile(add_profile, sandbox, dialect)
+    task_id = kling("submit", "t2v", "a fox sandbox:novideo", "-q").stdout.strip()
+    waited = kling("wait", task_id)
+    assert waited.exit_code == 5 and waited.stdout == ""
+    assert f"task {task_id} succeeded without a video" in waited.stderr
+    as_json = kling("wait", task_id, "--json")
+    (task,) = as_json.json_lines()
+    assert as_json.exit_code == 5 and task["status"] == "succeeded" and task["videos"] == []
+    assert task["error"]["code"] == "no_video" and task["raw"]  # the provider's payload, kept
+    got = kling("download", task_id, "-o", tmp_path, "--json")
+    (error,) = got.json_lines()
+    assert got.exit_code == 5 and error["error"]["code"] == "no_video" and error["error"]["raw"]
+    assert list(tmp_path.glob("*.mp4")) == []
+
+
+# --- 2. AceData's top-level state ---------------------------------------------------------------------
+
+def test_acedata_cancelled_record_ends_the_wait(kling, sandbox, add_profile):
+    profile(add_profile, sandbox, "acedata")
+    result = kling("submit", "t2v", "a fox sandbox:cancelled", "--wait", "--timeout", "20s", "--json")
+    assert result.exit_code == 8, result
+    (task,) = result.json_lines()
+    assert task["status"] == "failed" and task["raw_status"] == "cancelled"
+    assert task["error"]["message"] == "AceData marked the task cancelled"
+
+
+# --- 4. one default model, on every dialect --------------------------------------------------------------
+
+@pytest.mark.parametrize("dialect", ["kling", "cometapi", "newapi", "acedata", "aigw"])
+def test_the_default_model_is_sent_and_shown(kling, sandbox, add_profile, tmp_path, dialect):
+    profile(add_profile, sandbox, dialect)
+    expected = "kling_2.6_text_to_video" if dialect == "aigw" else "kling-v2-6"
+    submitted = kling("submit", "t2v", "a fox", "--wait", "--json")
+    assert submitted.exit_code == 0, submitted
+    assert submitted.json_lines()[0]["model"] == expected
+    (entry,) = kling("history", "--json").json_lines()
+    assert entry["model"] == expected
+    assert (entry["request"].get("model_name") or entry["request"].get("model")) == expected
+    assert expected in kling("history").stdout
+    status = kling("status", entry["task_id"], "--json")
+    assert status.json_lines()[0]["model"] == expected  # the journal knows it when the answer does not
+
+
+def test_profile_and_flag_override_the_default(kling, sandbox, kling_profile, tmp_path):
+    import os
+
+    config = Path(os.environ["KLING_CONFIG_DIR"]) / "config.toml"
+    config.write_text(config.read_text() + '\n[profiles.test.defaults]\nmodel = "kling-v2-5-turbo"\n')
+    assert kling("submit", "t2v", "a fox", "--json").json_lines()[0]["model"] == "kling-v2-5-turbo"
+    assert kling("submit", "t2v", "a fox", "--model", "kling-v3", "--json").json_lines()[0]["model"] == "kling-v3"
+    jobs = tmp_path / "jobs.csv"
+    jobs.write_text("prompt,model\na fox,\na whale,kling-v1-6\n")
+    rows = kling("submit", "t2v", "--from-csv", jobs, "--dry-run").json_lines()
+    assert [row["model"] for row in rows] == ["kling-v2-5-turbo", "kling-v1-6"]
+    assert [row["request"]["model_name"] for row in rows] == ["kling-v2-5-turbo", "kling-v1-6"]
+
+
+# --- 5. a model the gateway drops -------------------------------------------------------------------------
+
+def test_newapi_warns_when_the_motion_model_would_be_dropped(kling, sandbox, add_profile):
+    profile(add_profile, sandbox, "newapi")
+    args = ["submit", "motion", "--image", "https://x.test/me.png", "--video", "https://x.test/d.mp4",
+            "--orientation", "video", "--mode", "std", "--prompt", "a dancer"]
+    plain = kling(*args)
+    assert plain.exit_code == 0 and "drops the model" not in plain.stderr
+    asked = kling(*args, "--model", "kling-v3")
+    assert asked.exit_code == 0, asked
+    assert "drops the model of motion tasks: kling-v3 is what the gateway routes and bills" in asked.stderr
+    assert sandbox_stats(sandbox)["counters"]["newapi:created"] == 2
