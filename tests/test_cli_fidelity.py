@@ -97,3 +97,35 @@ def test_newapi_warns_when_the_motion_model_would_be_dropped(kling, sandbox, add
     assert asked.exit_code == 0, asked
     assert "drops the model of motion tasks: kling-v3 is what the gateway routes and bills" in asked.stderr
     assert sandbox_stats(sandbox)["counters"]["newapi:created"] == 2
+
+
+# --- 3. CometAPI's limits, checked before anything is paid for ------------------------------------------
+
+def attempts(sandbox, dialect: str) -> int:
+    return sandbox_stats(sandbox)["counters"].get(f"{dialect}:submit_attempts", 0)
+
+
+def test_cometapi_prompt_limits_are_checked_first(kling, sandbox, add_profile):
+    profile(add_profile, sandbox, "cometapi")
+    long = kling("submit", "t2v", "f" * 501)
+    assert long.exit_code == 2 and "the limit on the cometapi dialect is 500" in long.stderr
+    negative = kling("submit", "t2v", "a fox", "--negative-prompt", "n" * 201)
+    assert negative.exit_code == 2 and "negative prompt has 201 characters" in negative.stderr
+    assert attempts(sandbox, "cometapi") == 0
+    assert kling("submit", "t2v", "f" * 500, "--negative-prompt", "n" * 200, "-q").exit_code == 0
+    # the sandbox refuses what CometAPI documents it refuses
+    import httpx
+
+    refused = httpx.post(sandbox.base_url("cometapi") + "/kling/v1/videos/text2video", json={"prompt": "f" * 501},
+                         headers={"Authorization": "Bearer sandbox-api-key"})
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "invalid_request"
+
+
+def test_aspect_ratios_per_dialect(kling, sandbox, add_profile):
+    profile(add_profile, sandbox, "cometapi")
+    profile(add_profile, sandbox, "kling")
+    wide = kling("--profile", "cometapi", "submit", "t2v", "a fox", "--aspect-ratio", "3:2", "--wait")
+    assert wide.exit_code == 0, wide
+    refused = kling("--profile", "kling", "submit", "t2v", "a fox", "--aspect-ratio", "3:2")
+    assert refused.exit_code == 2 and "aspect ratio 3:2 is not offered by the kling dialect" in refused.stderr
+    assert attempts(sandbox, "kling") == 0

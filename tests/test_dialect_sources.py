@@ -108,3 +108,17 @@ def test_newapi_is_known_to_drop_the_motion_model():
     assert "model_name" not in forwarded and "model" not in forwarded
     assert get_dialect("newapi").drops_model == {"motion"}
     assert all(not get_dialect(name).drops_model for name in DIALECTS if name != "newapi")
+
+
+# --- 3. CometAPI's limits ---------------------------------------------------------------------------
+
+def test_cometapi_limits_are_the_documented_ones():
+    import re
+
+    reference = sourced("cometapi/text2video_reference.json")
+    comet, official = get_dialect("cometapi"), get_dialect("kling")
+    assert comet.prompt_limit == int(re.search(r"Maximum (\d+)", reference["prompt"]).group(1)) == 500
+    assert comet.negative_prompt_limit == int(re.search(r"Maximum (\d+)", reference["negative_prompt"]).group(1))
+    assert comet.aspect_ratios == tuple(reference["aspect_ratio"].split("Options: ")[1].rstrip(".").split(", "))
+    assert (official.prompt_limit, official.negative_prompt_limit) == (2500, 2500)
+    assert official.aspect_ratios == ("16:9", "9:16", "1:1")
