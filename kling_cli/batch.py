@@ -392,13 +392,12 @@ class BatchRun:
             item.external_id = entry.external_id
             if entry.state == "submitted" and entry.task_id:
                 self._known(item, entry.to_task())
-            elif self.service.dialect.lookup_by_external_id:
-                found = self.service.find_by_external_id(item.kind, entry.external_id)
-                if found is not None:
-                    journal.record_submitted(entry.id, found)
-                    self._known(item, found)
-                else:
-                    self.queue.append(item)  # provably never created: safe to send (same external id)
+            elif self.service.dialect.lookup_by_external_id and (
+                    found := self.service.find_by_external_id(item.kind, entry.external_id)) is not None:
+                journal.record_submitted(entry.id, found)
+                self._known(item, found)
+            elif self.service.dialect.lookup_by_external_id and self.service.dialect.lookup_miss_is_absence:
+                self.queue.append(item)  # provably never created: safe to send (same external id)
             elif self.opts.resubmit_uncertain:
                 item.resubmitted = True
                 self.queue.append(item)

@@ -305,6 +305,10 @@ class Service:
                 found = self._reconcile(kind, req.external_id, exc)
                 if found is not None:
                     return found
+                if not self.dialect.lookup_miss_is_absence:
+                    exc.hint = (f"{exc.hint} (the provider found no task with external id {req.external_id}, which "
+                                "does not prove there is none)")
+                    raise
                 if attempt == self.resolved.retries:
                     raise
                 self.out.debug(f"task {req.external_id} was not created; sending the submit again", 1)
@@ -331,7 +335,8 @@ class Service:
             reply = self.transport.send(wire)
         except NotFound:
             return None
-        return self.stamp(self.dialect.parse_task(kind, reply.payload))
+        task = self.dialect.parse_task(kind, reply.payload)
+        return self.stamp(task) if task.id else None  # an answer naming no task finds nothing
 
     def get(self, task_id: str, kind: str | None = None, *, deadline: float | None = None,
             journaled: bool = True) -> Task:

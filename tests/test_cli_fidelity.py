@@ -129,3 +129,24 @@ def test_aspect_ratios_per_dialect(kling, sandbox, add_profile):
     refused = kling("--profile", "kling", "submit", "t2v", "a fox", "--aspect-ratio", "3:2")
     assert refused.exit_code == 2 and "aspect ratio 3:2 is not offered by the kling dialect" in refused.stderr
     assert attempts(sandbox, "kling") == 0
+
+
+# --- 7. CometAPI finds a lost submit by its external id ---------------------------------------------------
+
+def test_cometapi_reconciles_a_lost_submit(kling, sandbox, add_profile):
+    profile(add_profile, sandbox, "cometapi")
+    result = kling("submit", "t2v", "a fox sandbox:lost", "--external-id", "mine-1", "--json", "-v")
+    assert result.exit_code == 0, result
+    (task,) = result.json_lines()
+    assert task["external_id"] == "mine-1" and task["status"] in ("queued", "running")
+    assert "looking the task up by external id mine-1" in result.stderr
+    assert sandbox_stats(sandbox)["counters"]["cometapi:submit_attempts"] == 1  # found, not sent again
+
+
+def test_cometapi_lookup_that_finds_nothing_keeps_the_submit_uncertain(kling, sandbox, add_profile):
+    profile(add_profile, sandbox, "cometapi")
+    result = kling("submit", "t2v", "a fox sandbox:500x1", "--external-id", "mine-2", "--json")
+    assert result.exit_code == 6, result
+    error = result.json_lines()[0]["error"]
+    assert error["code"] == "submit_uncertain" and "found no task with external id mine-2" in error["hint"]
+    assert sandbox_stats(sandbox)["counters"]["cometapi:submit_attempts"] == 1

@@ -122,3 +122,15 @@ def test_cometapi_limits_are_the_documented_ones():
     assert comet.aspect_ratios == tuple(reference["aspect_ratio"].split("Options: ")[1].rstrip(".").split(", "))
     assert (official.prompt_limit, official.negative_prompt_limit) == (2500, 2500)
     assert official.aspect_ratios == ("16:9", "9:16", "1:1")
+
+
+# --- 7. CometAPI looks a task up by its external id -------------------------------------------------------
+
+def test_cometapi_queries_by_external_id_in_the_query_path():
+    assert "can be used to query tasks" in sourced("cometapi/text2video_reference.json")["external_task_id"]
+    comet = get_dialect("cometapi")
+    assert comet.lookup_by_external_id and not comet.lookup_miss_is_absence
+    wire = comet.build_get_by_external_id("t2v", "mine-1")
+    assert (wire.method, wire.path) == ("GET", "/kling/v1/videos/text2video/mine-1")
+    official = get_dialect("kling")
+    assert official.lookup_by_external_id and official.lookup_miss_is_absence

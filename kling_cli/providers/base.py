@@ -57,6 +57,8 @@ class Dialect:
     kinds: frozenset[str] = frozenset({"t2v", "motion"})
     #: the provider can find a task by the client's external id (so a lost submit can be reconciled)
     lookup_by_external_id = False
+    #: ... and finding none proves the submit created nothing, so it may be sent again (same external id)
+    lookup_miss_is_absence = True
     #: the motion subject image may be sent inline as raw base64 (else it must be a URL)
     image_base64 = True
     #: the motion reference video may be sent inline as base64 (else it must be a URL)

@@ -7,7 +7,7 @@ the query is `GET /kling/v1/{action}/{action2}/{task_id}`; errors CometAPI raise
 a wrong path answers a 301 or an HTML page, not JSON; a 500 with code `invalid_request` is a malformed
 request, not an outage. Motion control is not documented there: it is tried at the official path, and a
 404 means the provider does not offer it. Some locales document the new-api TaskDto shape for queries,
-so both shapes are read.
+so both shapes are read. A task can be queried by its `external_task_id` too (text-to-video reference).
 """
 
 from __future__ import annotations
@@ -32,8 +32,11 @@ class CometApiDialect(KlingDialect):
     prompt_limit = 500
     negative_prompt_limit = 200
     aspect_ratios = ASPECT_RATIOS
-    # Not documented: a lost submit cannot be looked up by external id, it is reported instead.
-    lookup_by_external_id = False
+    # Its text-to-video reference: external_task_id "can be used to query tasks" (in the query path, as on the
+    # official API). That a miss means the submit created nothing is not documented: a lost submit found is
+    # reconciled, one not found stays uncertain and is not sent again.
+    lookup_by_external_id = True
+    lookup_miss_is_absence = False
 
     def auth_headers(self, creds: Credentials) -> dict[str, str]:
         return Dialect.auth_headers(self, creds)
