@@ -92,6 +92,7 @@ class ApiError(KlingError):
         retryable: bool = False,
         retry_after: float | None = None,
         reauth: bool = False,
+        nothing_created: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(message, **kwargs)
@@ -102,6 +103,8 @@ class ApiError(KlingError):
         self.retry_after = retry_after
         #: the credentials should be minted afresh and the request tried once more (JWT nbf/exp)
         self.reauth = reauth
+        #: the answer proves no task was created, even if its HTTP status says 2xx (a page for an unrouted path)
+        self.nothing_created = nothing_created
 
 
 class AuthRejected(ApiError):

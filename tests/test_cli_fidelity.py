@@ -150,3 +150,32 @@ def test_cometapi_lookup_that_finds_nothing_keeps_the_submit_uncertain(kling, sa
     error = result.json_lines()[0]["error"]
     assert error["code"] == "submit_uncertain" and "found no task with external id mine-2" in error["hint"]
     assert sandbox_stats(sandbox)["counters"]["cometapi:submit_attempts"] == 1
+
+
+# --- 6. a new-api gateway without motion control ------------------------------------------------------------
+
+def test_upstream_newapi_has_no_motion_control(kling, sandbox, add_profile):
+    profile(add_profile, sandbox, "newapi", base="newapi-upstream")
+    result = kling("submit", "motion", "--image", "https://x.test/me.png", "--video", "https://x.test/d.mp4",
+                   "--orientation", "video", "--mode", "std", "--prompt", "a dancer")
+    assert result.exit_code == 5, result
+    assert "this gateway does not offer motion control" in result.stderr and "hint: use a gateway" in result.stderr
+    assert kling("submit", "t2v", "a fox", "--wait").exit_code == 0  # text to video works there
+    unknown = kling("status", "842250903629086785")
+    assert unknown.exit_code == 5 and "no task 842250903629086785" in unknown.stderr
+
+
+def test_newapi_fork_answering_invalid_url(kling, scripted, add_profile):
+    """A fork listing /kling among its API prefixes answers JSON 404 "Invalid URL" (the sandbox emulates
+    upstream, which answers its web page)."""
+    from conftest import sourced
+
+    answer = sourced("newapi/motion_control_not_routed.json")[0]
+    scripted.add(404, raw=answer["body"].encode(), headers={"Content-Type": "application/json"})
+    add_profile("fork", scripted.url, dialect="newapi", auth="key")
+    result = kling("submit", "motion", "--image", "https://x.test/me.png", "--video", "https://x.test/d.mp4",
+                   "--orientation", "video", "--mode", "std", "--prompt", "a dancer", "--json")
+    assert result.exit_code == 5
+    error = result.json_lines()[0]["error"]
+    assert error["code"] == "unsupported" and "does not offer motion control (it answered 404 Invalid URL)" in (
+        error["message"])

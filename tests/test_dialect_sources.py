@@ -134,3 +134,22 @@ def test_cometapi_queries_by_external_id_in_the_query_path():
     assert (wire.method, wire.path) == ("GET", "/kling/v1/videos/text2video/mine-1")
     official = get_dialect("kling")
     assert official.lookup_by_external_id and official.lookup_miss_is_absence
+
+
+# --- 6. new-api gateways without motion control -------------------------------------------------------------
+
+@pytest.mark.parametrize("answer", sourced("newapi/motion_control_not_routed.json"), ids=["404", "html", "301"])
+def test_newapi_gateway_without_motion_control(answer):
+    from kling_cli.errors import ExitCode, NotFound, Unsupported
+
+    newapi = get_dialect("newapi")
+    body = answer["body"].encode()
+    error = newapi.error_for(Reply.build(answer["status"], answer["headers"], body, "/kling/v1/videos/motion-control"))
+    assert isinstance(error, Unsupported) and error.exit_code == ExitCode.REJECTED and error.nothing_created
+    assert error.message.startswith("this gateway does not offer motion control") and "ezmodel" in error.hint
+    query = newapi.error_for(Reply.build(answer["status"], answer["headers"], body,
+                                         "/kling/v1/videos/motion-control/842250903629086785"))
+    assert isinstance(query, NotFound) and not isinstance(query, Unsupported)
+    # the same answer to text to video keeps its old meaning
+    other = newapi.error_for(Reply.build(answer["status"], answer["headers"], body, "/kling/v1/videos/text2video"))
+    assert not isinstance(other, Unsupported)

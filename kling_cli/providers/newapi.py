@@ -12,7 +12,9 @@ Wire facts (aigw-newapi-acedata.md §2, kling-official-cometapi.md §2, seeds 00
   the video URL in `result_url`, the inner task, or (older builds) `fail_reason`, and on failure
   `fail_reason` may just say "SUCCEED": the reason is the inner `task_status_msg`;
 - errors are `{"code": "<snake>", "message", "data": null}` or `{"error": {"message", "type", "code"}}`;
-  an unknown task is HTTP 400 `task_not_exist`.
+  an unknown task is HTTP 400 `task_not_exist`;
+- motion control is a fork's route (ezmodel's): upstream new-api answers it as a path it does not route
+  (404 "Invalid URL", its web page, or a 301), which means the gateway does not offer motion control.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from kling_cli.errors import (
     NotFound,
     ProviderUnavailable,
     RequestRejected,
+    Unsupported,
 )
 from kling_cli.models import (
     MotionRequest,
@@ -120,7 +123,31 @@ class NewApiDialect(KlingDialect):
         return parse_task_dto(kind, payload, task_id=task_id)
 
     def error_for(self, reply: Reply) -> ApiError | None:
+        if "/motion-control" in reply.request_path and _not_routed(reply):
+            return _no_motion_control(reply)
         return newapi_error(reply)
+
+
+def _not_routed(reply: Reply) -> bool:
+    """new-api's answer to a path it does not route (router/web-router.go, controller/relay.go): JSON 404
+    "Invalid URL (...)" where the prefix is an API one (forks list /kling), else the dashboard's HTML page,
+    or a 301 to it when the dashboard is served elsewhere (router/main.go)."""
+    if reply.status == 404 and "invalid url" in (text_or_none(dig(reply.payload, "error", "message")) or "").lower():
+        return True
+    return 300 <= reply.status < 400 or (not reply.is_json and reply.status < 500)
+
+
+def _no_motion_control(reply: Reply) -> ApiError:
+    # Upstream new-api routes only text2video and image2video for Kling; motion control is a fork's addition.
+    answer = "404 Invalid URL" if reply.is_json else f"HTTP {reply.status} with a web page"
+    hint = "use a gateway that offers it (ezmodel does) or the official API"
+    if not reply.is_json:
+        hint += "; if text to video fails the same way, the base URL is wrong instead"
+    if reply.request_path.endswith("/motion-control"):
+        return Unsupported(f"this gateway does not offer motion control (it answered {answer})", hint=hint,
+                           status=reply.status, nothing_created=True)
+    # a query of a motion task: no such task here, so that a search over the kinds goes on
+    return NotFound(f"no motion task here: this gateway does not offer motion control (it answered {answer})")
 
 
 def parse_task_dto(kind: str, payload: Any, *, task_id: str | None = None) -> Task:

@@ -14,3 +14,5 @@ EMULATIONS: dict[str, Emulation] = {
     for name, module in (("kling", kling_api), ("cometapi", cometapi_api), ("newapi", newapi_api),
                          ("acedata", acedata_api), ("aigw", aigw_api))
 }
+#: upstream new-api, a gateway of the `newapi` dialect without motion control
+EMULATIONS["newapi-upstream"] = Emulation(newapi_api.upstream_router, newapi_api.callback_payload)

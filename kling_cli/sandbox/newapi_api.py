@@ -49,8 +49,8 @@ from typing import Any
 
 from kling_cli.presets import SANDBOX_API_KEY
 from kling_cli.sandbox import kling_api
-from kling_cli.sandbox.core import Sandbox, bearer_token, markers
-from kling_cli.sandbox.server import BadJson, Request, Response, Router, json_response
+from kling_cli.sandbox.core import FallbackRouter, Sandbox, bearer_token, markers
+from kling_cli.sandbox.server import BadJson, Request, Response, Router, html_response, json_response
 from kling_cli.sandbox.store import QUEUED_SHARE, DuplicateExternalId, TaskRow
 
 DIALECT = "newapi"
@@ -266,6 +266,48 @@ def query(sandbox: Sandbox, req: Request) -> Response:
 
 def callback_payload(sandbox: Sandbox, row: TaskRow) -> dict[str, Any]:
     return kling_api.callback_payload(sandbox, row)
+
+
+INDEX_PAGE = "<!doctype html><html><head><title>New API</title></head><body><div id=\"root\"></div></body></html>"
+# QuantumNous/new-api router/web-router.go (@3856b9d2c): paths no route matches answer JSON 404 under these
+# prefixes, and the dashboard's HTML page (HTTP 200) everywhere else, /kling included
+API_PREFIXES = ("/v1", "/api", "/assets")
+
+
+def upstream_router(sandbox: Sandbox, prefix: str = "/newapi-upstream") -> FallbackRouter:
+    """new-api itself (QuantumNous/new-api), which routes Kling's text2video and image2video only
+    (router/video-router.go): no motion control. A path it does not route gets its NoRoute answer, the
+    dashboard's HTML page, or for API prefixes `404 {"error": {"message": "Invalid URL (METHOD PATH)",
+    "type": "invalid_request_error", "param": "", "code": ""}}` (controller/relay.go RelayNotFound; forks
+    that list /kling among the API prefixes, like ezmodel's, answer Kling paths that way).
+
+    Its text-to-video routes answer as the ezmodel emulation's do (upstream's `task_...` public ids and
+    longer TaskDto are not emulated), and its tasks are the `newapi` dialect's."""
+
+    def no_route(req: Request) -> Response:
+        path = req.path[len(prefix):] or "/"
+        if path.startswith(API_PREFIXES):
+            return json_response(404, {"error": {"message": f"Invalid URL ({req.method} {path})",
+                                                 "type": "invalid_request_error", "param": "", "code": ""}})
+        return html_response(200, INDEX_PAGE)
+
+    routes = FallbackRouter(prefix, no_route)
+
+    @routes.route("POST", "/kling/v1/videos/text2video")
+    def create(req: Request) -> Response:
+        return submit(sandbox, req, "t2v")
+
+    @routes.route("POST", "/kling/v1/videos/image2video")
+    def create_i2v(_req: Request) -> Response:
+        return GatewayError(400, "", "image2video is not emulated by the sandbox").response()
+
+    @routes.route("GET", "/kling/v1/videos/text2video/{task_id}")
+    @routes.route("GET", "/kling/v1/videos/image2video/{task_id}")
+    @routes.route("GET", "/v1/video/generations/{task_id}")
+    def get_task(req: Request) -> Response:
+        return query(sandbox, req)
+
+    return routes
 
 
 def router(sandbox: Sandbox, prefix: str = "/newapi") -> Router:
