@@ -179,3 +179,13 @@ def test_newapi_fork_answering_invalid_url(kling, scripted, add_profile):
     error = result.json_lines()[0]["error"]
     assert error["code"] == "unsupported" and "does not offer motion control (it answered 404 Invalid URL)" in (
         error["message"])
+
+
+# --- 8. cfg_scale on kling-v2 models: taken by Kling (new-api sends it always), without effect -------------
+
+def test_cfg_scale_on_the_default_model_warns_and_is_sent(kling, sandbox, kling_profile):
+    on_default = kling("submit", "t2v", "a fox", "--cfg-scale", "0.5", "-q")
+    assert on_default.exit_code == 0, on_default
+    assert "--cfg-scale has no effect on kling-v2-6 (the default model)" in on_default.stderr
+    on_v1 = kling("submit", "t2v", "a fox", "--cfg-scale", "0.5", "--model", "kling-v1-6", "-q")
+    assert on_v1.exit_code == 0 and "no effect" not in on_v1.stderr

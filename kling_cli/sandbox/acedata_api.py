@@ -8,7 +8,10 @@ Routes, under this dialect's mount prefix:
   With `"async": true` or a `callback_url` the answer is `{"task_id":"<uuid>"}` at once (§3.5).
 - `POST /kling/tasks`: `{"id","action":"retrieve"}` -> the task record (§3.6, seed 003);
   `{"ids":[...],"action":"retrieve_batch"}` -> `{"items":[...],"count":n}`.
-  A record has no `response` while pending, a `response` without `success` while processing, and
+  A record has no `response` while pending (as AceData's web client types and tests it: Nexior
+  src/models/kling.ts, `response` optional; Preview.test.ts, "pending ... before a response exists"; its
+  SDK, acedatacloud, reads such a motion record as succeeded only because it takes the request's input
+  URLs for results when there is no response), a `response` without `success` while processing, and
   `response.success` true + `video_url` + `state:"succeed"` when done, or `success:false` + `error`.
   `created_at`/`started_at`/`finished_at` are float seconds; top-level `duration` is the job's elapsed
   float seconds while `response.duration` is the video length as a string (§3.6 "Beware").

@@ -4,9 +4,11 @@ aigw-newapi-acedata.md §2 and kling-official-cometapi.md §2, seeds 001/002 (no
 The gateway takes Kling-native bodies, relays them to Kling, and answers in its own shapes:
 - `POST /kling/v1/videos/text2video`, `POST /kling/v1/videos/motion-control` -> the OpenAI-style video
   object with the Kling numeric id, `created_at` in seconds, `progress` an int (§2.5 "ezmodel today");
-- `GET /kling/v1/videos/{action}/{task_id}` -> the TaskDto envelope `{"code":"success","message":"",
-  "data":{9 fields}}` (§2.6, seed 002); the `{action}` segment is ignored, the id alone finds the task
-  (§2.3 notes). Times are seconds, progress a string, `data` the raw inner Kling body.
+- `GET /kling/v1/videos/{action}/{task_id}`, and `GET /v1/video/generations/{task_id}` (new-api's own
+  route, which its clients poll; ezmodel has both, router/video-router.go) -> the TaskDto envelope
+  `{"code":"success","message":"","data":{9 fields}}` (§2.6, seed 002); the `{action}` segment is
+  ignored, the id alone finds the task (§2.3 notes). Times are seconds, progress a string, `data` the raw
+  inner Kling body.
 
 Quirks emulated, each documented [CODE] in §2:
 - the token may carry an `sk-` prefix and the scheme may be `bearer` (§2.2); a bad token is 401 in the
@@ -29,11 +31,12 @@ Inferred (not stated by the docs):
   *submit* body (what new-api holds before its first poll, §2.6), the second half `SUBMITTED` "10%";
   then `IN_PROGRESS` "30%", then `SUCCESS`/`FAILURE` "100%" (§2.7 mapping). `QUEUED` is never produced:
   no Kling status maps to it. (ezmodel refreshes on every GET, so `NOT_START` is rare live but legal.);
-- the submit answer's `status` is "queued" (§2.5 example; §2.3's example shows "": clients take both);
+- the submit answer's `status` is "" as ezmodel's code sends it (DoResponse never sets it; §2.5's example
+  shows "queued", which upstream builds may send: clients take both);
 - `sandbox:500` is HTTP 500 `do_request_failed`; `sandbox:flaky` queries are HTTP 503
   `fail_to_fetch_task` carrying Kling's 5001 body (ezmodel refreshes from Kling on GET, §2.10);
-- `cfg_scale` is not checked against the model: new-api always sends it (0.5 default, §2.4), so Kling
-  evidently takes it through this gateway;
+- `cfg_scale` is checked as the official emulation checks it, which takes it on every model (see
+  `kling_api.validate_t2v`: new-api sends 0.5 in every Kling body, kling-v2 models included);
 - any `{action}` segment is accepted on the GET; other POST actions answer 404 (not emulated);
 - callbacks: `callback_url` is forwarded to Kling, which POSTs its bare task object with the Kling id.
 """
@@ -180,7 +183,7 @@ def submit(sandbox: Sandbox, req: Request, kind: str) -> Response:
         try:
             if kind == "t2v":
                 _unmarshal_check(body)
-                kling_api.validate_t2v({k: v for k, v in body.items() if k != "cfg_scale"})
+                kling_api.validate_t2v(body)
             else:
                 kling_api.validate_motion(_motion_payload(body))
         except kling_api.Refusal as refusal:
@@ -207,9 +210,10 @@ def submit(sandbox: Sandbox, req: Request, kind: str) -> Response:
         return error.response()
     if sandbox.fires(marks, "lost", key):
         return Response(200, drop=True)
-    # §2.5: the OpenAI-style video object; id and task_id are the Kling id, created_at in seconds
+    # §2.5: the OpenAI-style video object; id and task_id are the Kling id, created_at in seconds; `status` is
+    # never set on it (cuijinyu/new-api relay/channel/task/kling/adaptor.go DoResponse), so it is ""
     return json_response(200, {"id": row.id, "task_id": row.id, "object": "video", "model": model,
-                               "status": "queued", "progress": 0, "created_at": int(row.created)})
+                               "status": "", "progress": 0, "created_at": int(row.created)})
 
 
 def _status(row: TaskRow, now: float) -> tuple[str, str]:
@@ -321,6 +325,7 @@ def router(sandbox: Sandbox, prefix: str = "/newapi") -> Router:
         return submit(sandbox, req, found[0])
 
     @routes.route("GET", "/kling/v1/videos/{action}/{task_id}")
+    @routes.route("GET", "/v1/video/generations/{task_id}")  # new-api's own route, which its clients poll
     def get_task(req: Request) -> Response:
         return query(sandbox, req)
 
