@@ -25,8 +25,8 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     ExitCode.USAGE: "usage: bad option or argument, or a preflight check on your media or prompt failed",
     ExitCode.CONFIG: "configuration: no profile, no key, bad config file, or a base URL that is not the API",
     ExitCode.AUTH: "the provider rejected the credentials or their permissions",
-    ExitCode.REJECTED: "the provider rejected the request (bad input, no balance, content policy, no such task) "
-                       "or a callback is invalid",
+    ExitCode.REJECTED: "the provider rejected the request (bad input, no balance, content policy, no such task, "
+                       "a feature it does not offer), a task succeeded without a video, or a callback is invalid",
     ExitCode.UNAVAILABLE: "the provider stayed unavailable after retries (5xx, rate limit, network), or a "
                           "submit's answer was lost",
     ExitCode.TIMEOUT: "the wait deadline passed while the task was still running",
