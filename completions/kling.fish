@@ -339,7 +339,7 @@ complete -c kling -n '__kling_at kling submit motion' -l 'orientation' -x -a 'im
 complete -c kling -n '__kling_at kling submit motion' -l 'mode' -x -a 'std pro' -d 'std (720p) or pro (1080p)'
 complete -c kling -n '__kling_at kling submit motion' -l 'prompt' -x -d 'Optional text: add elements or camera effects'
 complete -c kling -n '__kling_at kling submit motion' -l 'keep-sound' -l 'no-keep-sound' -d 'Keep the reference video\'s sound (provider default: keep)'
-complete -c kling -n '__kling_at kling submit motion' -l 'model' -x -d 'Model name, e.g. kling-v2-6 (default: the profile\'s, else the provider\'s)'
+complete -c kling -n '__kling_at kling submit motion' -l 'model' -x -d 'Model name, e.g. kling-v3 (default: the profile\'s, else kling-v2-6 on every...'
 complete -c kling -n '__kling_at kling submit motion' -l 'callback-url' -x -d 'URL the provider POSTs the result to'
 complete -c kling -n '__kling_at kling submit motion' -l 'external-id' -x -d 'Your own id for the task (unique per account)'
 complete -c kling -n '__kling_at kling submit motion' -l 'extra' -x -d 'Add a provider field kling-cli does not model (repeatable; VALUE is parsed...'
@@ -371,10 +371,10 @@ complete -c kling -n '__kling_at kling submit motion' -l 'journal' -x -d 'The jo
 complete -c kling -n '__kling_at kling submit motion' -l 'help' -s 'h' -d 'Show this message and exit'
 
 # kling submit t2v
-complete -c kling -n '__kling_at kling submit t2v' -l 'model' -x -d 'Model name, e.g. kling-v2-6 (default: the profile\'s, else the provider\'s)'
+complete -c kling -n '__kling_at kling submit t2v' -l 'model' -x -d 'Model name, e.g. kling-v3 (default: the profile\'s, else kling-v2-6 on every...'
 complete -c kling -n '__kling_at kling submit t2v' -l 'mode' -x -a 'std pro' -d 'std (720p) or pro (1080p)'
 complete -c kling -n '__kling_at kling submit t2v' -l 'duration' -x -d 'Seconds: 5 or 10 (3-15 on kling-v3)'
-complete -c kling -n '__kling_at kling submit t2v' -l 'aspect-ratio' -x -a '16:9 9:16 1:1'
+complete -c kling -n '__kling_at kling submit t2v' -l 'aspect-ratio' -x -a '16:9 9:16 1:1 4:3 3:4 3:2 2:3' -d '16:9, 9:16 or 1:1; CometAPI also takes 4:3, 3:4, 3:2, 2:3'
 complete -c kling -n '__kling_at kling submit t2v' -l 'negative-prompt' -x -d 'What to avoid'
 complete -c kling -n '__kling_at kling submit t2v' -l 'cfg-scale' -x -d 'Prompt adherence, 0-1 (not on kling-v2.x)'
 complete -c kling -n '__kling_at kling submit t2v' -l 'camera-control' -x -d 'Camera movement, as Kling\'s camera_control object'

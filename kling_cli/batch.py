@@ -38,14 +38,24 @@ from kling_cli.errors import (
 )
 from kling_cli.events import ERROR, FAILED, FOLLOWING, REQUEUED, STATUS, Event
 from kling_cli.fsutil import sha256_file
-from kling_cli.models import Cost, MediaRef, MotionRequest, T2VRequest, Task, TaskStatus, json_object, json_or_text
+from kling_cli.models import (
+    ASPECT_RATIOS,
+    Cost,
+    MediaRef,
+    MotionRequest,
+    T2VRequest,
+    Task,
+    TaskStatus,
+    json_object,
+    json_or_text,
+)
 
 T2V_COLUMNS = ("prompt", "model", "mode", "duration", "aspect_ratio", "negative_prompt", "cfg_scale",
                "camera_control", "callback_url", "external_id")
 MOTION_COLUMNS = ("image", "video", "orientation", "mode", "prompt", "keep_sound", "model", "callback_url",
                   "external_id")
 COLUMNS = {"t2v": T2V_COLUMNS, "motion": MOTION_COLUMNS}
-ENUMS = {"mode": ("std", "pro"), "aspect_ratio": ("16:9", "9:16", "1:1"), "orientation": ("image", "video")}
+ENUMS = {"mode": ("std", "pro"), "aspect_ratio": ASPECT_RATIOS, "orientation": ("image", "video")}
 TRUE, FALSE = ("yes", "true", "1", "y", "on"), ("no", "false", "0", "n", "off")
 #: a 1303 ("too many running tasks") sends the row back for this long, growing with each refusal
 REQUEUE_DELAY = 2.0

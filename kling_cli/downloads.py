@@ -27,7 +27,7 @@ from typing import BinaryIO, Callable, Protocol
 
 import httpx
 
-from kling_cli.errors import NotFound, ProviderUnavailable, RequestRejected, TaskFailed, UsageError
+from kling_cli.errors import NotFound, NoVideo, ProviderUnavailable, RequestRejected, TaskFailed, UsageError
 from kling_cli.fsutil import sha256_file, write_atomic
 from kling_cli.models import Task, TaskStatus, now_iso
 from kling_cli.transport import USER_AGENT, backoff_delay, loopback_mounts, tls_context
@@ -161,8 +161,8 @@ class Downloader:
                 f"task {task.id} is {task.status.value}, there is nothing to download yet",
                 hint=f"wait for it first: `kling wait {task.id} --download {out_dir}`",
             )
-        if not any(v.url for v in task.videos):
-            raise RequestRejected(f"task {task.id} succeeded but the provider gave no video URL", code="no_video")
+        if task.without_video:
+            raise NoVideo.of(task.id, task.raw)
 
     def fetch_video(
         self,

@@ -26,8 +26,8 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     ExitCode.USAGE: "usage: bad option or argument, or a preflight check on your media or prompt failed",
     ExitCode.CONFIG: "configuration: no profile, no key, bad config file, or a base URL that is not the API",
     ExitCode.AUTH: "the provider rejected the credentials or their permissions",
-    ExitCode.REJECTED: "the provider rejected the request (bad input, no balance, content policy, no such task) "
-                       "or a callback is invalid",
+    ExitCode.REJECTED: "the provider rejected the request (bad input, no balance, content policy, no such task, "
+                       "a feature it does not offer), a task succeeded without a video, or a callback is invalid",
     ExitCode.UNAVAILABLE: "the provider stayed unavailable after retries (5xx, rate limit, network), or a "
                           "submit's answer was lost",
     ExitCode.TIMEOUT: "the wait deadline passed while the task was still running",
@@ -94,6 +94,7 @@ class ApiError(KlingError):
         retryable: bool = False,
         retry_after: float | None = None,
         reauth: bool = False,
+        nothing_created: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(message, **kwargs)
@@ -104,6 +105,8 @@ class ApiError(KlingError):
         self.retry_after = retry_after
         #: the credentials should be minted afresh and the request tried once more (JWT nbf/exp)
         self.reauth = reauth
+        #: the answer proves no task was created, even if its HTTP status says 2xx (a page for an unrouted path)
+        self.nothing_created = nothing_created
 
 
 class AuthRejected(ApiError):
@@ -122,6 +125,19 @@ class NotFound(RequestRejected):
 
 class Unsupported(RequestRejected):
     code = "unsupported"
+
+
+class NoVideo(RequestRejected):
+    """The provider says the task succeeded but names no video: never a plain success."""
+
+    code = "no_video"
+
+    @classmethod
+    def of(cls, task_id: str, raw: Any) -> NoVideo:
+        """The error for one such task, with the provider's payload kept (`raw` in the JSON error object)."""
+        return cls(f"task {task_id} succeeded without a video: the provider gave no video URL",
+                   hint=f"see what the provider sent with `kling status {task_id} --json --raw`",
+                   extra={"task_ids": [task_id], "raw": raw})
 
 
 class BadResponse(ApiError):

@@ -12,6 +12,13 @@ from enum import Enum
 from typing import Any
 
 KINDS = ("t2v", "motion")
+#: The model each kind runs unless a profile (`model`, `motion_model`) or --model says otherwise: one default,
+#: sent explicitly by every dialect whose body has a model field, so the same command makes the same video on
+#: every provider. kling-v2-6 is in every provider's model list for both kinds, and is the official
+#: motion-control default; left out, the official text-to-video default would be kling-v1.
+DEFAULT_MODELS = {"t2v": "kling-v2-6", "motion": "kling-v2-6"}
+#: every text-to-video aspect ratio some provider takes (CometAPI's list); each dialect says which it takes
+ASPECT_RATIOS = ("16:9", "9:16", "1:1", "4:3", "3:4", "3:2", "2:3")
 
 
 class TaskStatus(str, Enum):
@@ -63,6 +70,8 @@ class Task:
     kind: str
     status: TaskStatus
     raw_status: str | None = None
+    #: the model asked for (the provider's name for it), where known
+    model: str | None = None
     progress: float | None = None
     videos: list[Video] = field(default_factory=list)
     error: TaskError | None = None
@@ -82,6 +91,11 @@ class Task:
     def terminal(self) -> bool:
         return self.status.terminal
 
+    @property
+    def without_video(self) -> bool:
+        """Succeeded by the provider's word, yet no video URL: never to be taken for a plain success."""
+        return self.status is TaskStatus.SUCCEEDED and not any(video.url for video in self.videos)
+
     def to_json(self, *, raw: bool = False) -> dict[str, Any]:
         body: dict[str, Any] = {
             "id": self.id,
@@ -89,6 +103,7 @@ class Task:
             "dialect": self.dialect,
             "profile": self.profile,
             "kind": self.kind,
+            "model": self.model,
             "status": self.status.value,
             "raw_status": self.raw_status,
             "progress": self.progress,
@@ -122,6 +137,7 @@ class Task:
             kind=kind if kind in KINDS else "t2v",
             status=status,
             raw_status=body.get("raw_status") if isinstance(body.get("raw_status"), str) else None,
+            model=body.get("model") if isinstance(body.get("model"), str) else None,
             progress=to_number(body.get("progress")),
             videos=videos,
             error=TaskError(error.get("code"), str(error.get("message", ""))) if isinstance(error, dict) else None,

@@ -15,14 +15,16 @@ from kling_cli.config import Resolved, data_dir
 from kling_cli.errors import (
     KlingError,
     NotFound,
+    NoVideo,
     PreflightError,
     RequestRejected,
     SubmitUncertain,
     Unsupported,
     UsageError,
 )
-from kling_cli.models import KINDS, MotionRequest, T2VRequest, Task
+from kling_cli.models import DEFAULT_MODELS, KINDS, MotionRequest, T2VRequest, Task, TaskError
 from kling_cli.providers import get_dialect
+from kling_cli.providers.base import Dialect
 from kling_cli.render import Output
 
 if TYPE_CHECKING:
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
     from kling_cli.taskrefs import TaskRef
 
 
+NO_VIDEO = "the provider says the task succeeded but gave no video URL"
 DEFAULT_CONCURRENCY = 16
 DEFAULT_DOWNLOADS = 4
 
@@ -103,6 +106,10 @@ class Service:
         self._transport = None
         self._sandbox = None
         self._downloader = None
+        #: task id -> the model it was submitted with (None: not known here), for answers that do not say
+        self._models: dict[str, str | None] = {}
+        #: warnings given once per command, however many rows a batch checks
+        self._warned: set[str] = set()
         if resolved.sandbox:
             out.warn(f"sandbox: emulating the {resolved.dialect} dialect; no real video is made, nothing is charged")
 
@@ -176,6 +183,8 @@ class Service:
         task.provider = self.resolved.provider
         task.dialect = self.resolved.dialect
         task.profile = self.resolved.profile
+        if task.without_video and task.error is None:
+            task.error = TaskError(code=NoVideo.code, message=NO_VIDEO)
         return task
 
     # -- preflight ------------------------------------------------------------------------------
@@ -186,20 +195,31 @@ class Service:
         """
         from kling_cli.media import check_image, check_prompt, check_video
 
-        if kind not in self.dialect.kinds:
-            raise Unsupported(f"the {self.dialect.name} dialect does not offer {kind} tasks")
-        limit = self.dialect.prompt_limit
-        check_prompt(req.prompt, limit)
+        dialect = self.dialect
+        if kind not in dialect.kinds:
+            raise Unsupported(f"the {dialect.name} dialect does not offer {kind} tasks")
+        where = f" on the {dialect.name} dialect" if dialect.prompt_limit != Dialect.prompt_limit else ""
+        check_prompt(req.prompt, dialect.prompt_limit, where=where)
+        model = req.model or DEFAULT_MODELS[kind]
+        named = model if req.model else f"{model} (the default model)"
+        if req.model and req.model != DEFAULT_MODELS[kind] and kind in dialect.drops_model:
+            self.warn_once(f"the {dialect.name} dialect drops the model of {kind} tasks: {req.model} is what the "
+                           f"gateway routes and bills, but Kling runs its default ({DEFAULT_MODELS[kind]})")
         if isinstance(req, T2VRequest):
-            check_prompt(req.negative_prompt, limit, "negative prompt")
+            check_prompt(req.negative_prompt, dialect.negative_prompt_limit, "negative prompt", where)
             if not req.prompt.strip():
                 raise UsageError("the prompt is empty", hint="describe the video to generate")
-            model = req.model or ""
+            if req.aspect_ratio is not None and req.aspect_ratio not in dialect.aspect_ratios:
+                raise PreflightError(f"aspect ratio {req.aspect_ratio} is not offered by the {dialect.name} dialect",
+                                     hint=f"use one of {', '.join(dialect.aspect_ratios)}")
             # Kling's own model names: 5 or 10 s, 3-15 s on kling-v3 (other gateways name models their way)
-            if req.duration is not None and (not model or model.startswith("kling-")) \
-                    and not model.startswith("kling-v3") and req.duration not in (5, 10):
-                raise PreflightError(f"duration {req.duration} s is not offered by {model or 'the default model'}: "
-                                     "use 5 or 10", hint="3-15 s needs --model kling-v3")
+            if req.duration is not None and model.startswith("kling-") and not model.startswith("kling-v3") \
+                    and req.duration not in (5, 10):
+                raise PreflightError(f"duration {req.duration} s is not offered by {named}: use 5 or 10",
+                                     hint="3-15 s needs --model kling-v3")
+            if req.cfg_scale is not None and model.startswith("kling-v2"):
+                self.warn_once(f"--cfg-scale has no effect on {named}: Kling's docs say kling-v2.x models do not "
+                               "support it")
             return
         if self.dialect.prompt_required and not (req.prompt or "").strip():
             raise PreflightError(
@@ -220,6 +240,11 @@ class Service:
                     lambda: check_video(req.video.value, req.orientation))
             if not self.dialect.video_base64:
                 raise _needs_url(self.dialect.name, "motion reference video", req.video.value, "--video")
+
+    def warn_once(self, message: str) -> None:
+        if message not in self._warned:
+            self._warned.add(message)
+            self.out.warn(message)
 
     # -- operations -----------------------------------------------------------------------------
     def submit(self, kind: str, req: T2VRequest | MotionRequest, *, identity: str | None = None,
@@ -245,6 +270,8 @@ class Service:
         except KlingError as exc:  # refused, or never sent: nothing was created
             self._note(entry, "refused", exc.message)
             raise
+        task.model = task.model or self.dialect.model_for(kind, req.model)
+        self._models[task.id] = task.model
         if entry is not None:
             self._remember(lambda: self.journal.record_submitted(entry, task))
         return task
@@ -279,6 +306,10 @@ class Service:
                 found = self._reconcile(kind, req.external_id, exc)
                 if found is not None:
                     return found
+                if not self.dialect.lookup_miss_is_absence:
+                    exc.hint = (f"{exc.hint} (the provider found no task with external id {req.external_id}, which "
+                                "does not prove there is none)")
+                    raise
                 if attempt == self.resolved.retries:
                     raise
                 self.out.debug(f"task {req.external_id} was not created; sending the submit again", 1)
@@ -307,7 +338,8 @@ class Service:
             reply = self.transport.send(wire)
         except NotFound:
             return None
-        return self.stamp(self.dialect.parse_task(kind, reply.payload))
+        task = self.dialect.parse_task(kind, reply.payload)
+        return self.stamp(task) if task.id else None  # an answer naming no task finds nothing
 
     def get(self, task_id: str, kind: str | None = None, *, deadline: float | None = None,
             journaled: bool = True) -> Task:
@@ -322,9 +354,26 @@ class Service:
                 kind = entry.kind
                 self.out.debug(f"task {task_id} is a {kind} task (from the journal)")
         task = self._query(task_id, kind, deadline)
+        if journaled:
+            self._with_models([task])
         if journaled and self.journal is not None:
             self._remember(lambda: self.journal.record_task(task))
         return task
+
+    def _with_models(self, tasks: list[Task]) -> None:
+        """Most answers do not name the model: it is the one this process submitted, else the journal's."""
+        missing = [task for task in tasks if task.model is None]
+        unknown = [task.id for task in missing if task.id not in self._models]
+        if unknown:
+            found: dict[str, str] = {}
+            if self.journal is not None:
+                try:
+                    found = self.journal.models(unknown)
+                except Exception:  # reading the journal is best-effort
+                    pass
+            self._models.update({task_id: found.get(task_id) for task_id in unknown})
+        for task in missing:
+            task.model = self._models.get(task.id)
 
     def _query(self, task_id: str, kind: str | None, deadline: float | None) -> Task:
         kinds = [kind] if kind else [k for k in KINDS if k in self.dialect.kinds]
@@ -383,8 +432,9 @@ class Service:
                 results.update({ref.id: error for ref in chunk})
             else:
                 raise error
+        found = [r for r in results.values() if isinstance(r, Task)]
+        self._with_models(found)
         if self.journal is not None:
-            found = [r for r in results.values() if isinstance(r, Task)]
             self._remember(lambda: self.journal.record_tasks(found))
         return results
 

@@ -281,7 +281,8 @@ class Transport:
             return reply
         if error.retry_after is None:
             error.retry_after = parse_retry_after(reply.headers)
-        return _Failure(error, sent=True, refused=400 <= reply.status < 500, answered_ok=200 <= reply.status < 300)
+        return _Failure(error, sent=True, refused=400 <= reply.status < 500 or error.nothing_created,
+                        answered_ok=200 <= reply.status < 300 and not error.nothing_created)
 
 
 def _reason(exc: Exception) -> str:

@@ -159,8 +159,9 @@ def test_dry_run_prints_each_resolved_request_and_sends_nothing(kling, kling_pro
     result = kling("submit", "t2v", "--from-csv", jobs, "--mode", "pro", "--dry-run")
     assert result.exit_code == 0 and attempts(sandbox) == 0
     first, second = result.json_lines()
-    assert first["request"] == {"prompt": "fox", "mode": "pro", "duration": "10",
+    assert first["request"] == {"model_name": "kling-v2-6", "prompt": "fox", "mode": "pro", "duration": "10",
                                 "external_task_id": first["external_id"]}
+    assert first["model"] == "kling-v2-6"
     assert second["request"]["mode"] == "pro" and "duration" not in second["request"]
     assert first["identity"] != second["identity"] and "2 of 2 rows would be submitted" in result.stderr
 

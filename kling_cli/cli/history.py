@@ -46,7 +46,8 @@ def history(
         prompt = str(entry.request.get("prompt") or entry.request.get("params", {}).get("prompt") or "")
         prompt = prompt if len(prompt) <= 50 else prompt[:49] + "…"
         shown = entry.status or entry.state
-        ctx.out.data("\t".join([entry.created_at, entry.task_id or "-", shown, entry.kind, entry.profile, prompt]))
+        ctx.out.data("\t".join([entry.created_at, entry.task_id or "-", shown, entry.kind, entry.model or "-",
+                                entry.profile, prompt]))
     return 0
 
 

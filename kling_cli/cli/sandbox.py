@@ -35,8 +35,7 @@ def sandbox_serve(
     """
     from kling_cli.config import data_dir, load_config
     from kling_cli.presets import SANDBOX_ACCESS_KEY, SANDBOX_API_KEY, SANDBOX_SECRET_KEY
-    from kling_cli.sandbox import task_seconds_setting
-    from kling_cli.sandbox.core import Sandbox
+    from kling_cli.sandbox import new_sandbox, task_seconds_setting
     from kling_cli.waiting import parse_duration
 
     delay = parse_duration(latency) if latency is not None else 0.0
@@ -45,7 +44,7 @@ def sandbox_serve(
         settings["task_seconds"] = task_seconds
     log = (lambda line: ctx.out.debug(line)) if ctx.opts.verbose else None
     try:
-        sandbox = Sandbox(state_dir or data_dir() / "sandbox", task_seconds=task_seconds_setting(settings),
+        sandbox = new_sandbox(state_dir or data_dir() / "sandbox", task_seconds=task_seconds_setting(settings),
                           host=host, port=port, log=log, latency=delay, retry_after=retry_after)
     except OSError as exc:
         from kling_cli.errors import UsageError

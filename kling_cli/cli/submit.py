@@ -20,9 +20,15 @@ class Mode(str, Enum):
 
 
 class AspectRatio(str, Enum):
+    """Every ratio some provider takes; preflight checks the profile's dialect takes it."""
+
     landscape = "16:9"
     portrait = "9:16"
     square = "1:1"
+    classic = "4:3"
+    classic_portrait = "3:4"
+    photo = "3:2"
+    photo_portrait = "2:3"
 
 
 class Orientation(str, Enum):
@@ -30,8 +36,9 @@ class Orientation(str, Enum):
     video = "video"
 
 
-ModelOpt = Annotated[Optional[str], typer.Option("--model", help="Model name, e.g. kling-v2-6 (default: the "
-                                                 "profile's, else the provider's).", show_default=False)]
+ModelOpt = Annotated[Optional[str], typer.Option("--model", help="Model name, e.g. kling-v3 (default: the "
+                                                 "profile's, else kling-v2-6 on every provider).",
+                                                 show_default=False)]
 ModeOpt = Annotated[Optional[Mode], typer.Option("--mode", help="std (720p) or pro (1080p).", show_default=False)]
 CallbackOpt = Annotated[Optional[str], typer.Option("--callback-url", help="URL the provider POSTs the result to.",
                                                     show_default=False)]
@@ -224,13 +231,15 @@ def _submit(ctx: AppContext, kind: str, req: Any, follow: _Follow, deadline: flo
 @command(submit_app, "t2v", task_options=True, groups=_GROUPS)
 def submit_t2v(
     ctx: AppContext,
-    prompt: Annotated[Optional[str], typer.Argument(help="What the video shows (at most 2500 characters).",
-                                                    show_default=False)] = None,
+    prompt: Annotated[Optional[str], typer.Argument(help="What the video shows (at most 2500 characters; 500 on "
+                                                    "CometAPI).", show_default=False)] = None,
     model: ModelOpt = None,
     mode: ModeOpt = None,
     duration: Annotated[Optional[int], typer.Option("--duration", min=3, max=15, help="Seconds: 5 or 10 "
                                                     "(3-15 on kling-v3).", show_default=False)] = None,
-    aspect_ratio: Annotated[Optional[AspectRatio], typer.Option("--aspect-ratio", show_default=False)] = None,
+    aspect_ratio: Annotated[Optional[AspectRatio], typer.Option("--aspect-ratio", help="16:9, 9:16 or 1:1; "
+                                                                "CometAPI also takes 4:3, 3:4, 3:2, 2:3.",
+                                                                show_default=False)] = None,
     negative_prompt: Annotated[Optional[str], typer.Option("--negative-prompt", help="What to avoid.",
                                                            show_default=False)] = None,
     cfg_scale: Annotated[Optional[float], typer.Option("--cfg-scale", min=0.0, max=1.0, help="Prompt adherence, "

@@ -134,7 +134,7 @@ class KlingDialect(Dialect):
         if isinstance(req, T2VRequest):
             body = drop_none(
                 {
-                    "model_name": req.model,
+                    "model_name": self.model_for(kind, req.model),
                     "prompt": req.prompt,
                     "negative_prompt": req.negative_prompt,
                     "cfg_scale": req.cfg_scale,
@@ -151,7 +151,7 @@ class KlingDialect(Dialect):
             keep = None if req.keep_sound is None else ("yes" if req.keep_sound else "no")
             body = drop_none(
                 {
-                    "model_name": req.model,
+                    "model_name": self.model_for(kind, req.model),
                     "prompt": req.prompt,
                     "image_url": req.image.value if req.image.is_url else req.image_base64,
                     "video_url": req.video.value,

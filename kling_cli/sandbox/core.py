@@ -17,8 +17,9 @@ import re
 import threading
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
 from kling_cli.sandbox.server import App, HTTPServer, Request, Response, Router, json_response
@@ -39,10 +40,21 @@ def markers(text: Any) -> dict[str, int]:
     return {name: int(count or 1) for name, count in _MARKER.findall(text)}
 
 
+@dataclass(frozen=True)
+class Emulation:
+    """One provider's emulation, handed to `Sandbox` by the registry the package assembles
+    (`kling_cli.sandbox.emulations`): its routes, mounted under a prefix, and the body it POSTs to a
+    task's callback URL. The core knows no provider: each emulation stands on the core, not the reverse."""
+
+    router: Callable[[Sandbox, str], Router]
+    callback_payload: Callable[[Sandbox, TaskRow], dict[str, Any]]
+
+
 class Sandbox:
     def __init__(
         self,
         state_dir: Path,
+        emulations: Mapping[str, Emulation],
         *,
         task_seconds: float = DEFAULT_TASK_SECONDS,
         host: str = "127.0.0.1",
@@ -59,17 +71,13 @@ class Sandbox:
         self.app = App()
         self.app.mount(_files_router(self))
         self.app.mount(_admin_router(self))
-        from kling_cli.sandbox import acedata_api, aigw_api, cometapi_api, kling_api, newapi_api
-
-        modules = {"kling": kling_api, "cometapi": cometapi_api, "newapi": newapi_api, "acedata": acedata_api,
-                   "aigw": aigw_api}
         #: dialect name -> its path prefix on this server
-        self.dialects = {name: f"/{name}" for name in modules}
-        for name, module in modules.items():
-            self.app.mount(module.router(self, self.dialects[name]), delay=lambda: self.latency)
+        self.dialects = {name: f"/{name}" for name in emulations}
+        for name, emulation in emulations.items():
+            self.app.mount(emulation.router(self, self.dialects[name]), delay=lambda: self.latency)
         #: dialect name -> builder of the body it POSTs to a task's callback URL
         self.callback_payloads: dict[str, Callable[[Sandbox, TaskRow], dict[str, Any]]] = {
-            name: module.callback_payload for name, module in modules.items()
+            name: emulation.callback_payload for name, emulation in emulations.items()
         }
         self.log = log
         self.server = HTTPServer((host, port), self.app, log)
