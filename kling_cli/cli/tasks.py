@@ -60,6 +60,9 @@ def status(ctx: AppContext, task_id: TaskIdArg, kind: KindOpt = None) -> int:
 
     Example: kling status 866889456698785798 --json
     """
+    from kling_cli.taskrefs import check_id
+
+    check_id(task_id, "TASK_ID")
     task = ctx.service().get(task_id, kind.value if kind else None)
     ctx.out.task(task, detail=True)
     return 0
