@@ -81,6 +81,9 @@ class ApiError(KlingError):
 
     exit_code = ExitCode.REJECTED
     code = "rejected"
+    #: the provider said no in so many words, whatever the HTTP status (e.g. a refusal inside an HTTP 200):
+    #: nothing was created
+    refusal = False
 
     def __init__(
         self,
