@@ -23,10 +23,11 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     ExitCode.OK: "success",
     ExitCode.ERROR: "unexpected error (a bug: re-run with KLING_DEBUG=1 and report it)",
     ExitCode.USAGE: "usage: bad option or argument, or a preflight check on your media or prompt failed",
-    ExitCode.CONFIG: "configuration: no profile, no key, bad config file, or a base URL that is not the API",
+    ExitCode.CONFIG: "configuration: no profile, no key, a bad config file or setting, a base URL that is not the "
+                     "API, or a local directory that cannot be written (full disk, permissions)",
     ExitCode.AUTH: "the provider rejected the credentials or their permissions",
-    ExitCode.REJECTED: "the provider rejected the request (bad input, no balance, content policy, no such task) "
-                       "or a callback is invalid",
+    ExitCode.REJECTED: "the provider rejected the request (bad input, no balance, content policy, no such task), "
+                       "gave no usable video URL, or a callback is invalid",
     ExitCode.UNAVAILABLE: "the provider stayed unavailable after retries (5xx, rate limit, network), or a "
                           "submit's answer was lost",
     ExitCode.TIMEOUT: "the wait deadline passed while the task was still running",

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
 from kling_cli import envvars
-from kling_cli.errors import DeadlineExceeded, KlingError, ProviderUnavailable, UsageError
+from kling_cli.errors import ConfigError, DeadlineExceeded, KlingError, ProviderUnavailable, UsageError
 from kling_cli.models import Task, TaskStatus
 from kling_cli.taskrefs import TaskRef
 
@@ -73,8 +73,8 @@ class PollPolicy:
             # a development knob (the tests poll every 50 ms); never a busy loop
             try:
                 return cls(fixed=min(max(parse_duration(env[envvars.POLL_INTERVAL]), 0.01), POLL_CAP))
-            except UsageError as exc:
-                raise UsageError(f"{envvars.POLL_INTERVAL}: {exc.message}", hint=exc.hint) from None
+            except UsageError as exc:  # a setting from the environment: configuration, exit 3
+                raise ConfigError(f"{envvars.POLL_INTERVAL}: {exc.message}", hint=exc.hint, code="bad_option") from None
         return cls()
 
 
