@@ -110,13 +110,12 @@ _PROFILE_DEFAULTS = {
 }
 
 
-def _flag(name: str, value: Any, rule: str = "submit_option", label: str | None = None) -> Any:
+def _flag(name: str, value: Any, check: str = "submit_option", label: str | None = None) -> Any:
     """A submit flag's value, checked by the same rule (`kling_cli.rules`) as a profile default or a CSV cell."""
     from kling_cli import rules
 
-    check = getattr(rules, rule)
     try:
-        return check(name, value) if rule == "submit_option" else check(value)
+        return rules.submit_option(name, value) if check == "submit_option" else getattr(rules, check)(value)
     except ValueError as exc:
         raise UsageError(f"{label or '--' + name.replace('_', '-')} {exc}", hint="nothing was sent") from None
 
