@@ -15,7 +15,7 @@ Left out: `sandbox serve` and `callback listen`, which serve until interrupted. 
 `-p` is always one of the harness's profiles or a hostile name, never a real provider (no network).
 --from-csv names readable CSV files only (see ONLY).
 
-By default 1,500 examples, the same ones every run (derandomized: CI stays reproducible), in about 20 s;
+By default 1,000 examples, the same ones every run (derandomized: CI stays reproducible), in about 12 s;
 `HYPOTHESIS_PROFILE=fuzz-thorough` draws 10,000 new ones at each run.
 """
 
@@ -42,7 +42,7 @@ from kling_cli.cli import app, main
 from kling_cli.errors import ExitCode
 from kling_cli.presets import SANDBOX_API_KEY
 
-settings.register_profile("fuzz-ci", max_examples=1500, deadline=None, database=None, derandomize=True,
+settings.register_profile("fuzz-ci", max_examples=1000, deadline=None, database=None, derandomize=True,
                           suppress_health_check=list(HealthCheck))
 settings.register_profile("fuzz-thorough", max_examples=10000, deadline=None, database=None,
                           suppress_health_check=list(HealthCheck))
