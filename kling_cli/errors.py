@@ -24,10 +24,12 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     ExitCode.OK: "success",
     ExitCode.ERROR: "unexpected error (a bug: re-run with KLING_DEBUG=1 and report it)",
     ExitCode.USAGE: "usage: bad option or argument, or a preflight check on your media or prompt failed",
-    ExitCode.CONFIG: "configuration: no profile, no key, bad config file, or a base URL that is not the API",
+    ExitCode.CONFIG: "configuration: no profile, no key, a bad config file or setting, a base URL that is not the "
+                     "API, or a local directory that cannot be written (full disk, permissions)",
     ExitCode.AUTH: "the provider rejected the credentials or their permissions",
     ExitCode.REJECTED: "the provider rejected the request (bad input, no balance, content policy, no such task, "
-                       "a feature it does not offer), a task succeeded without a video, or a callback is invalid",
+                       "a feature it does not offer), a task succeeded without a video or gave no usable video "
+                       "URL, or a callback is invalid",
     ExitCode.UNAVAILABLE: "the provider stayed unavailable after retries (5xx, rate limit, network), or a "
                           "submit's answer was lost",
     ExitCode.TIMEOUT: "the wait deadline passed while the task was still running",
@@ -83,6 +85,9 @@ class ApiError(KlingError):
 
     exit_code = ExitCode.REJECTED
     code = "rejected"
+    #: the provider said no in so many words, whatever the HTTP status (e.g. a refusal inside an HTTP 200):
+    #: nothing was created
+    refusal = False
 
     def __init__(
         self,
@@ -94,7 +99,6 @@ class ApiError(KlingError):
         retryable: bool = False,
         retry_after: float | None = None,
         reauth: bool = False,
-        nothing_created: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(message, **kwargs)
@@ -105,8 +109,6 @@ class ApiError(KlingError):
         self.retry_after = retry_after
         #: the credentials should be minted afresh and the request tried once more (JWT nbf/exp)
         self.reauth = reauth
-        #: the answer proves no task was created, even if its HTTP status says 2xx (a page for an unrouted path)
-        self.nothing_created = nothing_created
 
 
 class AuthRejected(ApiError):

@@ -17,12 +17,13 @@ from kling_cli.errors import (
     NotFound,
     NoVideo,
     PreflightError,
+    ProviderUnavailable,
     RequestRejected,
     SubmitUncertain,
     Unsupported,
     UsageError,
 )
-from kling_cli.models import DEFAULT_MODELS, KINDS, MotionRequest, T2VRequest, Task, TaskError
+from kling_cli.models import DEFAULT_MODELS, KINDS, MotionRequest, T2VRequest, Task, TaskError, id_problem, quoted
 from kling_cli.providers import get_dialect
 from kling_cli.providers.base import Dialect
 from kling_cli.render import Output
@@ -66,6 +67,22 @@ def _needs_url(dialect: str, what: str, path: str, flag: str) -> PreflightError:
         f"the {dialect} dialect takes the {what} as a URL only, and {path} is a local file",
         hint=f"upload it somewhere the provider can fetch it and pass {flag} https://...",
     )
+
+
+def _id_trouble(task: Task) -> str | None:
+    """What is wrong with the task id a provider's answer names, said as "... names ...", or None."""
+    problem = id_problem(task.id)
+    if problem is None:
+        return None
+    return "names no task id" if not task.id else f"names an unusable task id {quoted(task.id)} ({problem})"
+
+
+def _naming(exc: KlingError, external_id: str | None) -> KlingError:
+    """The error of a submit whose fate is unknown, naming the external id to look it up by."""
+    if external_id and "external_id" not in exc.extra:
+        exc.hint = f"{exc.hint} (external id {external_id})" if exc.hint else f"its external id is {external_id}"
+        exc.extra["external_id"] = external_id
+    return exc
 
 
 def _cached(cache: dict, key: tuple, check: Callable[[], Any]) -> Any:
@@ -293,26 +310,38 @@ class Service:
             try:
                 reply = self.transport.send(wire)
                 task = self.dialect.parse_submit(kind, reply)
-                if not task.id:
+                trouble = _id_trouble(task)
+                if trouble:  # never followed: an id is a path segment of every later request
                     raise SubmitUncertain(
-                        "the provider accepted the submit but its answer names no task id",
+                        f"the provider accepted the submit but its answer {trouble}",
                         hint="it was not sent again; check whether the task exists before submitting again",
                         status=reply.status)
                 return self.stamp(task)
             except SubmitUncertain as exc:
                 if not (self.dialect.lookup_by_external_id and req.external_id):
-                    exc.hint = (f"{exc.hint}" + (f" (external id {req.external_id})" if req.external_id else ""))
-                    raise
+                    raise _naming(exc, req.external_id)
                 found = self._reconcile(kind, req.external_id, exc)
                 if found is not None:
                     return found
                 if not self.dialect.lookup_miss_is_absence:
                     exc.hint = (f"{exc.hint} (the provider found no task with external id {req.external_id}, which "
                                 "does not prove there is none)")
-                    raise
+                    raise _naming(exc, req.external_id)
+                cause = exc.__cause__ if isinstance(exc.__cause__, KlingError) else exc
                 if attempt == self.resolved.retries:
-                    raise
-                self.out.debug(f"task {req.external_id} was not created; sending the submit again", 1)
+                    # Each lookup said "no such task": what is known is that nothing was created.
+                    raise ProviderUnavailable(
+                        f"the submit failed {attempt + 1} times (last: {cause.message}); after each failure its "
+                        f"external id {req.external_id} was looked up and no task was found: nothing was created, "
+                        "nothing was paid",
+                        hint="run the same command again later", code="not_created", status=exc.status,
+                        extra={"external_id": req.external_id}) from None
+                from kling_cli.transport import backoff_delay
+
+                delay = backoff_delay(attempt)
+                self.out.debug(f"task {req.external_id} was not created; sending the submit again in {delay:.1f}s",
+                               1)
+                self.sleep(delay)
                 resent = True
             except RequestRejected as exc:
                 # After a resend, a refusal may mean "that external id exists": the first try got through. So may
@@ -330,7 +359,7 @@ class Service:
         try:
             return self.find_by_external_id(kind, external_id)
         except Exception:
-            raise cause from None
+            raise _naming(cause, external_id) from None
 
     def find_by_external_id(self, kind: str, external_id: str) -> Task | None:
         wire = self.dialect.build_get_by_external_id(kind, external_id)
@@ -339,7 +368,16 @@ class Service:
         except NotFound:
             return None
         task = self.dialect.parse_task(kind, reply.payload)
-        return self.stamp(task) if task.id else None  # an answer naming no task finds nothing
+        if not task.id:  # an answer naming no task finds nothing
+            return None
+        return self._readable(task, f"external id {external_id}")
+
+    def _readable(self, task: Task, asked: str) -> Task:
+        """A task from a query's answer, refused (one failed query) when the id it names cannot be followed."""
+        trouble = _id_trouble(task)
+        if trouble:
+            raise ProviderUnavailable(f"the provider's answer about {asked} {trouble}", code="bad_answer")
+        return self.stamp(task)
 
     def get(self, task_id: str, kind: str | None = None, *, deadline: float | None = None,
             journaled: bool = True) -> Task:
@@ -384,7 +422,8 @@ class Service:
                 if kind:
                     raise
                 continue
-            task = self.stamp(self.dialect.parse_task(candidate, reply.payload, task_id=task_id))
+            task = self._readable(self.dialect.parse_task(candidate, reply.payload, task_id=task_id),
+                                  f"task {task_id}")
             if not kind:
                 self.out.debug(f"task {task_id} is a {candidate} task (found by trying the kinds in turn)")
             return task

@@ -49,6 +49,14 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+def default_sigint() -> None:
+    """`preexec_fn` for a child the test will interrupt: run as a background job (`pytest &` in a script,
+    nohup), the suite itself ignores SIGINT and a child would inherit that; Ctrl-C must reach it."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @dataclass
 class Result:
     exit_code: int

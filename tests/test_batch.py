@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import DATA, sandbox_stats
+from conftest import DATA, default_sigint, sandbox_stats
 
 KLING = [sys.executable, "-m", "kling_cli"]
 
@@ -112,7 +112,7 @@ def test_interrupted_at_random_points_and_rerun(kling_profile, sandbox, tmp_path
     codes = []
     for _ in range(12):
         proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-                                env=os.environ)
+                                env=os.environ, preexec_fn=default_sigint)
         time.sleep(rng.uniform(0.2, 1.2))
         proc.send_signal(signal.SIGINT)
         codes.append(proc.wait(timeout=30))

@@ -145,7 +145,7 @@ def test_newapi_gateway_without_motion_control(answer):
     newapi = get_dialect("newapi")
     body = answer["body"].encode()
     error = newapi.error_for(Reply.build(answer["status"], answer["headers"], body, "/kling/v1/videos/motion-control"))
-    assert isinstance(error, Unsupported) and error.exit_code == ExitCode.REJECTED and error.nothing_created
+    assert isinstance(error, Unsupported) and error.exit_code == ExitCode.REJECTED and error.refusal
     assert error.message.startswith("this gateway does not offer motion control") and "ezmodel" in error.hint
     query = newapi.error_for(Reply.build(answer["status"], answer["headers"], body,
                                          "/kling/v1/videos/motion-control/842250903629086785"))

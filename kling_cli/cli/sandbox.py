@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from kling_cli.cli._app import sandbox_app
-from kling_cli.cli._common import AppContext, command
+from kling_cli.cli._common import AppContext, command, rule
 
 
 @command(sandbox_app, "serve")
@@ -16,15 +16,17 @@ def sandbox_serve(
     ctx: AppContext,
     host: Annotated[str, typer.Option("--host", help="Address to listen on (keep it loopback).")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port (0: any free port).")] = 8765,
-    task_seconds: Annotated[Optional[float], typer.Option("--task-seconds", min=0.0, help="How long each emulated "
-                                                          "task takes (default 4).", show_default=False)] = None,
+    task_seconds: Annotated[Optional[float], typer.Option("--task-seconds", callback=rule("task_seconds"), help="How "
+                                                          "long each emulated task takes (default 4).",
+                                                          show_default=False)] = None,
     state_dir: Annotated[Optional[Path], typer.Option("--state-dir", help="Where tasks are kept (default: the data "
                                                       "dir's sandbox/, shared with --profile sandbox).",
                                                       show_default=False)] = None,
     latency: Annotated[Optional[str], typer.Option("--latency", metavar="DURATION", help="Answer every API request "
                                                    "this late, e.g. 100ms (a slow network or provider).",
                                                    show_default=False)] = None,
-    retry_after: Annotated[Optional[float], typer.Option("--retry-after", metavar="S", min=0.0, help="Send "
+    retry_after: Annotated[Optional[float], typer.Option("--retry-after", metavar="S",
+                                                         callback=rule("number", low=0, high=3600), help="Send "
                                                          "Retry-After: S with every 429 (the providers document "
                                                          "none, so by default none is sent).",
                                                          show_default=False)] = None,

@@ -121,8 +121,7 @@ class AigwDialect(Dialect):
     def parse_submit(self, kind: str, reply: Reply) -> Task:
         payload = reply.payload
         data = dig(payload, "data")
-        task_no = to_str_id(dig(data, "taskNo")) or (to_str_id(data) if isinstance(data, (str, int)) else None) \
-            or to_str_id(dig(payload, "taskNo"))
+        task_no = _task_no(payload)
         if not task_no:
             return unknown_task(kind, None, payload)
         return Task(id=task_no, kind=kind, status=TaskStatus.QUEUED, raw_status=text_or_none(dig(data, "status")),
@@ -135,6 +134,15 @@ class AigwDialect(Dialect):
         return parse_aigw_task(kind, data, payload, task_id=task_id)
 
     def error_for(self, reply: Reply) -> ApiError | None:
+        error = self._error(reply)
+        if error is not None and isinstance(reply.payload, dict) and 200 <= reply.status < 300 \
+                and not _task_no(reply.payload):
+            # an HTTP 200 whose code is not 1000 and that names no taskNo is the gateway saying no (e.g.
+            # insufficient points): nothing was created
+            error.refusal = True
+        return error
+
+    def _error(self, reply: Reply) -> ApiError | None:
         payload = reply.payload
         code = dig(payload, "code")
         if code == OK_CODE and 200 <= reply.status < 300:
@@ -156,6 +164,12 @@ class AigwDialect(Dialect):
         if reply.status == 404 or "not found" in lowered or "not exist" in lowered:
             return NotFound(text, **kwargs)
         return RequestRejected(text, **kwargs)
+
+
+def _task_no(payload: Any) -> str | None:
+    data = dig(payload, "data")
+    return to_str_id(dig(data, "taskNo")) or (to_str_id(data) if isinstance(data, (str, int)) else None) \
+        or to_str_id(dig(payload, "taskNo"))
 
 
 def parse_aigw_task(kind: str, data: dict[str, Any], payload: Any, *, task_id: str | None = None) -> Task:

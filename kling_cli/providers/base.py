@@ -122,6 +122,16 @@ class Dialect:
 # --- helpers shared by the dialects -------------------------------------------------------------
 
 
+def segment(value: str) -> str:
+    """One URL path segment from data (a task id, an external id): every character that could end it or
+    change its meaning is percent-encoded, dots included where they would form a dot segment. So whatever an
+    id looks like, the request stays on the endpoint it was built for."""
+    from urllib.parse import quote
+
+    encoded = quote(value, safe="")
+    return encoded.replace(".", "%2E") if encoded in (".", "..") else encoded
+
+
 def dig(value: Any, *keys: str | int) -> Any:
     """value[k1][k2]... or None as soon as a step is missing or of the wrong type."""
     for key in keys:

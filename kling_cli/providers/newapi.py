@@ -144,8 +144,10 @@ def _no_motion_control(reply: Reply) -> ApiError:
     if not reply.is_json:
         hint += "; if text to video fails the same way, the base URL is wrong instead"
     if reply.request_path.endswith("/motion-control"):
-        return Unsupported(f"this gateway does not offer motion control (it answered {answer})", hint=hint,
-                           status=reply.status, nothing_created=True)
+        error = Unsupported(f"this gateway does not offer motion control (it answered {answer})", hint=hint,
+                            status=reply.status)
+        error.refusal = True  # even as an HTTP 200 web page: nothing was created
+        return error
     # a query of a motion task: no such task here, so that a search over the kinds goes on
     return NotFound(f"no motion task here: this gateway does not offer motion control (it answered {answer})")
 

@@ -13,10 +13,13 @@ def task_seconds_setting(settings: Mapping[str, Any], env: Mapping[str, str] = o
     from kling_cli.sandbox.core import DEFAULT_TASK_SECONDS
 
     if env.get(envvars.SANDBOX_TASK_SECONDS):
+        from kling_cli import rules
+        from kling_cli.errors import ConfigError
+
         try:
-            return max(0.0, float(env[envvars.SANDBOX_TASK_SECONDS]))
-        except ValueError:
-            pass
+            return rules.task_seconds(rules.parse_number(env[envvars.SANDBOX_TASK_SECONDS]))
+        except ValueError as exc:
+            raise ConfigError(f"{envvars.SANDBOX_TASK_SECONDS} {exc}", code="bad_option") from None
     return float(settings.get("task_seconds", DEFAULT_TASK_SECONDS))
 
 
