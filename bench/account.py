@@ -128,13 +128,14 @@ def main() -> int:
     if unknown:
         parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
 
-    from kling_cli.sandbox.core import Account, Sandbox
+    from kling_cli.sandbox import new_sandbox
+    from kling_cli.sandbox.core import Account
 
     latency = args.latency / args.scale
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        sandbox = Sandbox(root / "sandbox", task_seconds=args.median / args.scale, latency=latency,
+        sandbox = new_sandbox(root / "sandbox", task_seconds=args.median / args.scale, latency=latency,
                           account=Account(max_running=args.slots, spread=args.spread,
                                           failure_rate=args.failure_rate, seed=args.seed))
         sandbox.dispatcher.interval = CALLBACK_DELAY / args.scale  # callbacks go out this soon after an end

@@ -18,7 +18,7 @@ How to run it (with the interpreter of the venv kling is installed in, never a p
     /tmp/kenv/bin/python bench/batch_status.py --check          # exit 1 when a target is missed
     /tmp/kenv/bin/python bench/batch_status.py --tasks 200 --latency 50ms --concurrency 16
 
-What it does: starts the project's sandbox (kling_cli.sandbox.core.Sandbox) in threads of this process,
+What it does: starts the project's sandbox (kling_cli.sandbox.new_sandbox) in threads of this process,
 creates the tasks by POSTing to its official-dialect route (`/kling/v1/videos/text2video`, `Authorization:
 Bearer sandbox-api-key`) with `task_seconds=0` so that every task has succeeded, writes their ids to
 ids.txt and points kling at the sandbox through a temporary KLING_CONFIG_DIR holding a `custom` profile
@@ -72,11 +72,11 @@ def parse_seconds(text: str) -> float:
 
 def start_sandbox(state_dir: Path):
     try:
-        from kling_cli.sandbox.core import Sandbox
+        from kling_cli.sandbox import new_sandbox
     except ImportError as exc:
         fail(SCRIPT, f"cannot import the sandbox ({exc}): run this script with the python of the venv kling is "
              "installed in")
-    return Sandbox(state_dir, task_seconds=0).start()
+    return new_sandbox(state_dir, task_seconds=0).start()
 
 
 def create_tasks(base: str, count: int) -> list[str]:

@@ -67,9 +67,9 @@ def main() -> None:
             figures.update(rows=rows, rows_per_s=rows / figures["wall"])
             results["dry_run"].append(figures)  # type: ignore[union-attr]
 
-        from kling_cli.sandbox.core import Sandbox
+        from kling_cli.sandbox import new_sandbox
 
-        sandbox = Sandbox(root / "sandbox", task_seconds=options.task_seconds).start()
+        sandbox = new_sandbox(root / "sandbox", task_seconds=options.task_seconds).start()
         try:
             config = root / "config"
             config.mkdir(exist_ok=True)

@@ -94,7 +94,7 @@ def main() -> None:
     if "/shims/" in sys.executable:
         raise SystemExit("run this with a virtualenv's interpreter, not a pyenv shim")
     import pgserver
-    from kling_cli.sandbox.core import Sandbox
+    from kling_cli.sandbox import new_sandbox
 
     kling = [sys.executable, "-m", "kling_cli"]
     results: dict[str, object] = {"python": sys.version.split()[0], "rows": options.rows,
@@ -103,7 +103,7 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp)
-            sandbox = Sandbox(root / "sandbox", task_seconds=options.task_seconds, latency=options.latency).start()
+            sandbox = new_sandbox(root / "sandbox", task_seconds=options.task_seconds, latency=options.latency).start()
             try:
                 config = root / "config"
                 config.mkdir()

@@ -144,12 +144,12 @@ def start_sandbox(state_dir: Path):
     try:
         import httpx
 
-        from kling_cli.sandbox.core import Sandbox
+        from kling_cli.sandbox import new_sandbox
     except ImportError as exc:
         fail(f"the sandbox runs in this process, which cannot import it ({exc}): run this script with the "
              "python of the venv kling is installed in")
 
-    sandbox = Sandbox(state_dir, task_seconds=0).start()
+    sandbox = new_sandbox(state_dir, task_seconds=0).start()
     base = sandbox.base_url("kling")
     reply = httpx.post(f"{base}/v1/videos/text2video", headers={"Authorization": f"Bearer {SANDBOX_KEY}"},
                        json={"prompt": "bench"}, timeout=10)

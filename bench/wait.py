@@ -175,7 +175,7 @@ def main() -> int:
     try:
         import httpx
 
-        from kling_cli.sandbox.core import Sandbox
+        from kling_cli.sandbox import new_sandbox
     except ImportError as exc:
         fail(SCRIPT, f"cannot import the sandbox ({exc}): run this script with the venv's python")
 
@@ -187,7 +187,7 @@ def main() -> int:
         cwd.mkdir()
         env = child_env(config_dir)
         env.pop("NO_COLOR", None)
-        sandbox = Sandbox(tmp_path / "sandbox", task_seconds=args.task_seconds).start()
+        sandbox = new_sandbox(tmp_path / "sandbox", task_seconds=args.task_seconds).start()
         counter = Counter(sandbox)
         client = httpx.Client(headers={"Authorization": f"Bearer {SANDBOX_KEY}"}, timeout=30)
         try:

@@ -142,7 +142,7 @@ _kling_values() {
             _kling_filter "$3" 'std' 'pro'
             ;;
         'kling submit t2v --aspect-ratio')
-            _kling_filter "$3" '16:9' '9:16' '1:1'
+            _kling_filter "$3" '16:9' '9:16' '1:1' '4:3' '3:4' '3:2' '2:3'
             ;;
     esac
 }

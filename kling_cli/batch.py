@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
 
+from kling_cli import rules
 from kling_cli.errors import (
     AuthRejected,
     BadResponse,
@@ -40,15 +41,13 @@ from kling_cli.errors import (
 )
 from kling_cli.events import ERROR, FAILED, FOLLOWING, REQUEUED, STATUS, Event
 from kling_cli.fsutil import sha256_file
-from kling_cli.models import Cost, MediaRef, MotionRequest, T2VRequest, Task, TaskStatus, json_object, json_or_text
+from kling_cli.models import Cost, MediaRef, MotionRequest, T2VRequest, Task, TaskStatus, json_or_text
 
 T2V_COLUMNS = ("prompt", "model", "mode", "duration", "aspect_ratio", "negative_prompt", "cfg_scale",
                "camera_control", "callback_url", "external_id")
 MOTION_COLUMNS = ("image", "video", "orientation", "mode", "prompt", "keep_sound", "model", "callback_url",
                   "external_id")
 COLUMNS = {"t2v": T2V_COLUMNS, "motion": MOTION_COLUMNS}
-ENUMS = {"mode": ("std", "pro"), "aspect_ratio": ("16:9", "9:16", "1:1"), "orientation": ("image", "video")}
-TRUE, FALSE = ("yes", "true", "1", "y", "on"), ("no", "false", "0", "n", "off")
 #: a 1303 ("too many running tasks") sends the row back for this long, growing with each refusal
 REQUEUE_DELAY = 2.0
 REQUEUE_MAX = 60.0
@@ -192,35 +191,10 @@ def check_columns(path: Path, kind: str, extra_columns: bool) -> list[str]:
 
 
 def _typed(name: str, text: str) -> Any:
-    if name in ENUMS:
-        if text not in ENUMS[name]:
-            raise RowProblem(f"{name} must be one of {', '.join(ENUMS[name])}, got {text!r}")
-        return text
-    if name == "duration":
-        if not re.fullmatch(r"\d+", text) or not 3 <= int(text) <= 15:
-            raise RowProblem(f"duration must be a whole number of seconds from 3 to 15, got {text!r}")
-        return int(text)
-    if name == "cfg_scale":
-        try:
-            value = float(text)
-        except ValueError:
-            raise RowProblem(f"cfg_scale must be a number, got {text!r}") from None
-        if not 0 <= value <= 1:
-            raise RowProblem(f"cfg_scale must be between 0 and 1, got {text}")
-        return value
-    if name == "keep_sound":
-        lowered = text.lower()
-        if lowered not in TRUE + FALSE:
-            raise RowProblem(f"keep_sound must be yes or no, got {text!r}")
-        return lowered in TRUE
-    if name == "camera_control":
-        try:
-            return json_object(text, "camera_control")
-        except ValueError as exc:
-            raise RowProblem(str(exc)) from None
-    if name == "callback_url" and not text.startswith(("http://", "https://")):
-        raise RowProblem(f"callback_url must be an http(s) URL, got {text!r}")
-    return text
+    try:
+        return rules.cell(name, text)
+    except ValueError as exc:
+        raise RowProblem(f"{name} {exc}") from None
 
 
 def row_request(kind: str, row: Row, defaults: dict[str, Any], extra_names: list[str]) -> T2VRequest | MotionRequest:

@@ -40,11 +40,13 @@ def recover(service: Service, kind: str, entry: Entry) -> Task | str:
     """An earlier submit of a claimed external id left `entry` without a task id (its answer was lost, or its
     process died while sending). Find its task by the external id where the provider can (the entry is then
     `submitted`); if the provider has no such task the entry ends `refused` and the caller may send
-    (ABSENT); where the provider cannot be asked, UNKNOWN: the caller must not send it again on its own."""
+    (ABSENT); where the provider cannot be asked, or its answer proves nothing, UNKNOWN: the caller must not send it again on its own."""
     journal = service.journal
     if not service.dialect.lookup_by_external_id:
         return UNKNOWN
     found = service.find_by_external_id(kind, entry.external_id)
+    if found is None and not service.dialect.lookup_miss_is_absence:
+        return UNKNOWN  # this provider's lookup may miss a task it has: not proof that nothing was created
     if found is None:
         journal.record_state(entry.id, "refused", "never created: the provider has no task with its external id")
         return ABSENT

@@ -11,13 +11,14 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from kling_cli import envvars
+from kling_cli import envvars, rules
 from kling_cli.credentials import Credentials, load_credentials
-from kling_cli.errors import ConfigError
-from kling_cli.fsutil import write_atomic
+from kling_cli.errors import ConfigError, UsageError
+from kling_cli.fsutil import cannot_write, write_atomic
 from kling_cli.presets import DIALECT_OPTIONS, DIALECTS, PRESETS, SANDBOX_PROFILE
 
 if sys.version_info >= (3, 11):
@@ -29,18 +30,8 @@ DEFAULT_TIMEOUT = 30.0
 DEFAULT_RETRIES = 2
 
 #: keys of [profiles.NAME.defaults]: default submit options, named like the command-line options
-DEFAULT_OPTION_KEYS = {
-    "model": str,
-    "motion_model": str,
-    "mode": str,
-    "duration": int,
-    "aspect_ratio": str,
-    "negative_prompt": str,
-    "cfg_scale": float,
-    "callback_url": str,
-    "orientation": str,
-    "keep_sound": bool,
-}
+DEFAULT_OPTION_KEYS = ("model", "motion_model", "mode", "duration", "aspect_ratio", "negative_prompt", "cfg_scale",
+                       "callback_url", "orientation", "keep_sound")
 PROFILE_KEYS = {"provider", "base_url", "dialect", "api_key_env", "timeout", "retries", "defaults", "options"}
 SANDBOX_KEYS = {"dialect", "task_seconds"}
 
@@ -110,7 +101,10 @@ class Config:
             body["sandbox"] = dict(self.sandbox)
         if self.profiles:
             body["profiles"] = {name: p.to_toml() for name, p in sorted(self.profiles.items())}
-        write_atomic(self.path, tomli_w.dumps(body).encode(), mode=0o644)
+        try:
+            write_atomic(self.path, tomli_w.dumps(body).encode(), mode=0o644)
+        except OSError as exc:
+            raise cannot_write(self.path.parent, exc) from None
 
 
 def _bad(path: Path, where: str, problem: str) -> ConfigError:
@@ -121,12 +115,11 @@ def _bad(path: Path, where: str, problem: str) -> ConfigError:
     )
 
 
-def _number(path: Path, where: str, value: Any, *, integer: bool = False, minimum: float = 0) -> Any:
-    ok = isinstance(value, int) if integer else isinstance(value, (int, float))
-    if isinstance(value, bool) or not ok or value < minimum:
-        kind = "a whole number" if integer else "a number"
-        raise _bad(path, where, f"expected {kind} >= {minimum:g}, got {value!r}")
-    return value
+def _checked(path: Path, where: str, rule: Callable[[Any], Any], value: Any) -> Any:
+    try:
+        return rule(value)
+    except ValueError as exc:
+        raise _bad(path, where, str(exc)) from None
 
 
 def _string(path: Path, where: str, value: Any) -> str:
@@ -136,10 +129,15 @@ def _string(path: Path, where: str, value: Any) -> str:
 
 
 def _validate_base_url(path: Path, where: str, value: Any) -> str:
-    value = _string(path, where, value)
-    if not value.startswith(("http://", "https://")):
-        raise _bad(path, where, f"expected an http:// or https:// URL, got {value!r}")
-    return value.rstrip("/")
+    return _checked(path, where, rules.http_url, _string(path, where, value)).rstrip("/")
+
+
+def _env_base_url(env: Mapping[str, str]) -> str:
+    try:
+        return rules.http_url(env[envvars.BASE_URL]).rstrip("/")
+    except ValueError as exc:
+        raise ConfigError(f"{envvars.BASE_URL} {exc}", hint=f"set {envvars.BASE_URL} to the provider's API base URL, "
+                          "or unset it", code="bad_base_url") from None
 
 
 def _parse_profile(path: Path, name: str, table: Any, warn: Warn) -> Profile:
@@ -163,9 +161,9 @@ def _parse_profile(path: Path, name: str, table: Any, warn: Warn) -> Profile:
     if "api_key_env" in table:
         profile.api_key_env = _string(path, f"{where} -> api_key_env", table["api_key_env"])
     if "timeout" in table:
-        profile.timeout = float(_number(path, f"{where} -> timeout", table["timeout"], minimum=0.1))
+        profile.timeout = _checked(path, f"{where} -> timeout", rules.http_timeout, table["timeout"])
     if "retries" in table:
-        profile.retries = _number(path, f"{where} -> retries", table["retries"], integer=True)
+        profile.retries = _checked(path, f"{where} -> retries", rules.retries, table["retries"])
     if provider == "custom":
         if not profile.dialect:
             raise _bad(path, f"{where} -> dialect", "required for provider 'custom'")
@@ -175,15 +173,12 @@ def _parse_profile(path: Path, name: str, table: Any, warn: Warn) -> Profile:
     if not isinstance(defaults, dict):
         raise _bad(path, f"{where} -> defaults", "expected a table")
     for key, value in defaults.items():
-        expected = DEFAULT_OPTION_KEYS.get(key)
-        if expected is None:
+        if key not in DEFAULT_OPTION_KEYS:
             warn(f"{path}: {where} -> defaults -> {key}: unknown key, ignored")
             continue
-        if expected is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-            raise _bad(path, f"{where} -> defaults -> {key}", f"expected {expected.__name__}, got {value!r}")
-        profile.defaults[key] = value
+        # the rules of the same option given as a flag or a CSV cell
+        profile.defaults[key] = _checked(path, f"{where} -> defaults -> {key}", partial(rules.submit_option, key),
+                                         value)
     options = table.get("options", {})
     if not isinstance(options, dict):
         raise _bad(path, f"{where} -> options", "expected a table")
@@ -238,7 +233,7 @@ def load_config(env: Mapping[str, str] = os.environ, *, warn: Warn = lambda _m: 
         elif key == "dialect" and value not in DIALECTS:
             raise _bad(path, "sandbox -> dialect", f"unknown dialect {value!r}; valid: {', '.join(DIALECTS)}")
         elif key == "task_seconds":
-            _number(path, "sandbox -> task_seconds", value, minimum=0)
+            _checked(path, "sandbox -> task_seconds", rules.task_seconds, value)
     config.sandbox = dict(sandbox)
     return config
 
@@ -281,7 +276,10 @@ def resolve(
 ) -> Resolved:
     if config is None:
         config = load_config(env, warn=warn)
-    if profile_flag:
+    if profile_flag is not None:
+        if not profile_flag.strip():
+            raise UsageError("--profile needs a profile name, and it was given an empty one",
+                             hint="name a profile (`kling profile list`), or leave --profile out for the default")
         name, name_source = profile_flag, "from --profile"
     elif env.get(envvars.PROFILE):
         name, name_source = env[envvars.PROFILE], f"from {envvars.PROFILE}"
@@ -314,7 +312,7 @@ def resolve(
             code="bad_option",
         )
     if env.get(envvars.BASE_URL):
-        base_url, sources["base_url"] = env[envvars.BASE_URL].rstrip("/"), f"from {envvars.BASE_URL}"
+        base_url, sources["base_url"] = _env_base_url(env), f"from {envvars.BASE_URL}"
     elif profile.base_url:
         base_url, sources["base_url"] = profile.base_url, f"profile {name}"
     elif preset.base_url:
@@ -384,7 +382,7 @@ def _resolve_sandbox(
     if dialect not in DIALECTS:
         raise ConfigError(f"unknown dialect {dialect!r}; valid: {', '.join(DIALECTS)}", code="bad_option")
     # An explicit base URL points the sandbox profile at a running `kling sandbox serve`.
-    base_url = env.get(envvars.BASE_URL, "").rstrip("/") or None
+    base_url = _env_base_url(env) if env.get(envvars.BASE_URL) else None
     sources["base_url"] = f"from {envvars.BASE_URL}" if base_url else "built-in sandbox"
     credentials = Credentials.from_env(env)
     if credentials is None:

@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping
 
 from kling_cli import envvars
 from kling_cli.errors import ConfigError, UsageError
-from kling_cli.fsutil import write_atomic
+from kling_cli.fsutil import cannot_write, write_atomic
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -119,7 +119,10 @@ def store_credentials(config_dir: Path, profile: str, creds: Credentials | None)
         data.pop(profile)
     else:
         data[profile] = {key: getattr(creds, key) for key in FIELDS if getattr(creds, key)}
-    write_atomic(credentials_path(config_dir), tomli_w.dumps(data).encode(), mode=0o600)
+    try:
+        write_atomic(credentials_path(config_dir), tomli_w.dumps(data).encode(), mode=0o600)
+    except OSError as exc:
+        raise cannot_write(config_dir, exc) from None
 
 
 def read_secret(source: str, *, what: str, stdin_is_tty: bool, no_input: bool) -> str:
@@ -135,13 +138,17 @@ def read_secret(source: str, *, what: str, stdin_is_tty: bool, no_input: bool) -
         else:
             value = sys.stdin.readline()
     else:
-        path = Path(source).expanduser()
+        # The path is never repeated in a message: a key pasted where its file was expected would land in a
+        # CI log.
+        unnamed = f"(the value given is not repeated, in case it is the {what} itself)"
         try:
-            value = path.read_text(encoding="utf-8")
+            value = Path(source).expanduser().read_text(encoding="utf-8")
         except FileNotFoundError:
-            raise UsageError(f"{what} file not found: {path}") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UsageError(f"cannot read the {what} file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+            raise UsageError(f"{what} file not found {unnamed}",
+                             hint=f"give the path of a file that holds the {what}, or '-' to read it from stdin") from None
+        except (OSError, ValueError, RuntimeError) as exc:  # RuntimeError: "~user" of no such user
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not readable as UTF-8 text"
+            raise UsageError(f"cannot read the {what} file: {reason} {unnamed}") from None
     value = value.strip()
     if not value:
         raise UsageError(f"the {what} is empty", hint=f"give a file or stdin that holds the {what}")

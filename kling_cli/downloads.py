@@ -19,6 +19,7 @@ import os
 import queue
 import re
 import stat
+import string
 import threading
 import time
 from dataclasses import dataclass
@@ -27,9 +28,10 @@ from typing import BinaryIO, Callable, Protocol
 
 import httpx
 
-from kling_cli.errors import NotFound, ProviderUnavailable, RequestRejected, TaskFailed, UsageError
-from kling_cli.fsutil import sha256_file, write_atomic
-from kling_cli.models import Task, TaskStatus, now_iso
+from kling_cli import rules
+from kling_cli.errors import KlingError, NotFound, NoVideo, ProviderUnavailable, RequestRejected, TaskFailed, UsageError
+from kling_cli.fsutil import cannot_write, sha256_file, write_atomic
+from kling_cli.models import Task, TaskStatus, now_iso, quoted
 from kling_cli.transport import USER_AGENT, backoff_delay, loopback_mounts, tls_context
 
 ATTEMPTS = 4
@@ -92,11 +94,16 @@ def safe_name(text: str) -> str:
 
 
 def check_template(template: str) -> None:
+    """Only plain `{field}`s: no attribute or index access, conversion or format spec (`{id.foo}`, `{id:>9999}`)."""
+    fields = ", ".join("{" + f + "}" for f in NAME_FIELDS)
     try:
-        template.format(**{name: "x" for name in NAME_FIELDS})
-    except (KeyError, IndexError, ValueError) as exc:
-        raise UsageError(f"--name {template!r}: {exc} is not a field",
-                         hint=f"fields: {', '.join('{' + f + '}' for f in NAME_FIELDS)}") from None
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise UsageError(f"--name {quoted(template)}: {exc}", hint=f"fields: {fields}; '{{{{' for a brace") from None
+    for _text, field, spec, conversion in parsed:
+        if field is not None and (field not in NAME_FIELDS or spec or conversion):
+            shown = "{" + field + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+            raise UsageError(f"--name {quoted(template)}: {quoted(shown)} is not a field", hint=f"fields: {fields}")
 
 
 def file_name(task: Task, index: int, template: str = DEFAULT_TEMPLATE) -> str:
@@ -111,6 +118,20 @@ def file_name(task: Task, index: int, template: str = DEFAULT_TEMPLATE) -> str:
 
 def sidecar_path(video: Path) -> Path:
     return video.with_suffix(".json")
+
+
+def usable_url(url: str | None) -> bool:
+    """Only http(s) is fetched: a provider's `file://`, `ftp://`, `data:` or `javascript:` URL is not a video."""
+    try:
+        rules.http_url(url)
+    except ValueError:
+        return False
+    return True
+
+
+def _no_usable_url(task: Task, detail: str = "") -> RequestRejected:
+    return RequestRejected(f"task {task.id} succeeded but the provider gave no usable video URL{detail}",
+                           hint="nothing was written; only http(s) URLs are downloaded", code="no_video")
 
 
 def looks_like_mp4(head: bytes) -> bool:
@@ -161,8 +182,11 @@ class Downloader:
                 f"task {task.id} is {task.status.value}, there is nothing to download yet",
                 hint=f"wait for it first: `kling wait {task.id} --download {out_dir}`",
             )
-        if not any(v.url for v in task.videos):
-            raise RequestRejected(f"task {task.id} succeeded but the provider gave no video URL", code="no_video")
+        if task.without_video:
+            raise NoVideo.of(task.id, task.raw)
+        if not any(usable_url(v.url) for v in task.videos):
+            shown = next((v.url for v in task.videos if v.url), None)
+            raise _no_usable_url(task, f" (it gave {quoted(shown)})" if shown else "")
 
     def fetch_video(
         self,
@@ -176,29 +200,37 @@ class Downloader:
         progress: Progress | None = None,
     ) -> Downloaded:
         dest = out_dir / file_name(task, index, template)
-        self._claim(dest, f"{task.id} video {index + 1}")
-        if dest.exists() and not force:
-            meta = _existing(dest, task, index)
-            if meta is not None:
-                return Downloaded(task, index, dest, meta["size"], meta["sha256"], skipped=True)
-            raise UsageError(f"{dest} exists and is not the complete download of this video",
-                             hint="move it away, or use --force to replace it", code="file_exists")
-        out_dir.mkdir(parents=True, exist_ok=True)
         part = dest.with_name(dest.name + ".part")
-        if force and part.exists():
-            part.unlink()  # --force starts from the first byte, whatever an earlier attempt left
-        size, digest, url = self._with_fresh_url(task, index, refresh,
-                                                 lambda u, stale: self._to_part(u, part, progress, stale))
-        os.replace(part, dest)
-        video = task.videos[index]
-        sidecar = {
-            "task_id": task.id, "provider": task.provider, "dialect": task.dialect, "profile": task.profile,
-            "kind": task.kind, "external_id": task.external_id, "request": task.request, "video_index": index + 1,
-            "video_id": video.id, "url": url, "duration": video.duration, "sha256": digest, "size": size,
-            "downloaded_at": now_iso(),
-        }
-        write_atomic(sidecar_path(dest), (json.dumps(sidecar, indent=2, ensure_ascii=False) + "\n").encode())
-        return Downloaded(task, index, dest, size, digest)
+        try:
+            self._claim(dest, f"{task.id} video {index + 1}")
+            if dest.exists() and not force:
+                meta = _existing(dest, task, index)
+                if meta is not None:
+                    return Downloaded(task, index, dest, meta["size"], meta["sha256"], skipped=True)
+                raise UsageError(f"{dest} exists and is not the complete download of this video",
+                                 hint="move it away, or use --force to replace it", code="file_exists")
+            out_dir.mkdir(parents=True, exist_ok=True)
+            if force and part.exists():
+                part.unlink()  # --force starts from the first byte, whatever an earlier attempt left
+            size, digest, url = self._with_fresh_url(task, index, refresh,
+                                                     lambda u, stale: self._to_part(u, part, progress, stale))
+            os.replace(part, dest)
+            video = task.videos[index]
+            sidecar = {
+                "task_id": task.id, "provider": task.provider, "dialect": task.dialect, "profile": task.profile,
+                "kind": task.kind, "external_id": task.external_id, "request": task.request,
+                "video_index": index + 1, "video_id": video.id, "url": url, "duration": video.duration,
+                "sha256": digest, "size": size, "downloaded_at": now_iso(),
+            }
+            write_atomic(sidecar_path(dest), (json.dumps(sidecar, indent=2, ensure_ascii=False) + "\n").encode())
+            return Downloaded(task, index, dest, size, digest)
+        except OSError as exc:  # a full disk, a file-size limit, permissions: what was written stays for a resume
+            _drop_if_empty(part)
+            raise cannot_write(out_dir, exc, then=f"run the same command again: it resumes from {part.name}"
+                               ) from None
+        except KlingError:
+            _drop_if_empty(part)  # nothing was fetched: no trace left
+            raise
 
     def _claim(self, dest: Path, what: str) -> None:
         with self._claim_lock:
@@ -214,8 +246,13 @@ class Downloader:
             return self._stream(url, stream, 0, hashlib.sha256(), progress or _NoProgress(), resumable=False,
                                 stale_if_refused=stale)
 
-        size, _digest, _url = self._with_fresh_url(task, index, refresh, copy)
-        stream.flush()
+        try:
+            size, _digest, _url = self._with_fresh_url(task, index, refresh, copy)
+            stream.flush()
+        except BrokenPipeError:
+            raise  # the reader went away: the command stops quietly
+        except OSError as exc:
+            raise cannot_write("stdout", exc, then="download it into a directory (-o DIR)") from None
         return size
 
     def _with_fresh_url(self, task: Task, index: int, refresh: Callable[[], Task] | None,
@@ -225,6 +262,8 @@ class Downloader:
         url = task.videos[index].url or ""
         refreshed = False
         while True:
+            if not usable_url(url):
+                raise _no_usable_url(task, f" (it gave {quoted(url)})" if url else "")
             try:
                 size, digest = fetch(url, refresh is not None and not refreshed)
                 return size, digest, url
@@ -317,6 +356,14 @@ class Downloader:
                     digest_hex = hasher.hexdigest()
                 finally:
                     hasher.abandon()  # on the way out of a failure; nothing left to do after hexdigest()
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:  # a redirect to file://, ftp://...
+            raise RequestRejected(f"no usable video URL: {url} redirects to a URL that is not http(s) ({exc})",
+                                  hint="only http(s) URLs are downloaded", code="no_video") from None
+        except httpx.TooManyRedirects:
+            raise RequestRejected(f"the video URL redirects in a loop: {url}", code="download_failed") from None
+        except httpx.DecodingError as exc:
+            raise RequestRejected(f"the video URL sent a body that is not what its Content-Encoding says ({exc})",
+                                  code="download_failed") from None
         except httpx.ConnectError as exc:
             if stale_if_refused:
                 raise _Gone(0) from None
@@ -447,6 +494,15 @@ def _regular_fd(sink: BinaryIO) -> int | None:
         return fd if stat.S_ISREG(os.fstat(fd).st_mode) else None
     except (AttributeError, OSError, ValueError):
         return None
+
+
+def _drop_if_empty(part: Path) -> None:
+    """An empty .part carries nothing to resume from: it is not left behind."""
+    try:
+        if part.stat().st_size == 0:
+            part.unlink()
+    except OSError:
+        pass
 
 
 def _restart(part: Path | None, reason: str) -> _Retry:

@@ -24,10 +24,12 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     ExitCode.OK: "success",
     ExitCode.ERROR: "unexpected error (a bug: re-run with KLING_DEBUG=1 and report it)",
     ExitCode.USAGE: "usage: bad option or argument, or a preflight check on your media or prompt failed",
-    ExitCode.CONFIG: "configuration: no profile, no key, bad config file, or a base URL that is not the API",
+    ExitCode.CONFIG: "configuration: no profile, no key, a bad config file or setting, a base URL that is not the "
+                     "API, or a local directory that cannot be written (full disk, permissions)",
     ExitCode.AUTH: "the provider rejected the credentials or their permissions",
-    ExitCode.REJECTED: "the provider rejected the request (bad input, no balance, content policy, no such task) "
-                       "or a callback is invalid",
+    ExitCode.REJECTED: "the provider rejected the request (bad input, no balance, content policy, no such task, "
+                       "a feature it does not offer), a task succeeded without a video or gave no usable video "
+                       "URL, or a callback is invalid",
     ExitCode.UNAVAILABLE: "the provider stayed unavailable after retries (5xx, rate limit, network), or a "
                           "submit's answer was lost",
     ExitCode.TIMEOUT: "the wait deadline passed while the task was still running",
@@ -83,6 +85,9 @@ class ApiError(KlingError):
 
     exit_code = ExitCode.REJECTED
     code = "rejected"
+    #: the provider said no in so many words, whatever the HTTP status (e.g. a refusal inside an HTTP 200):
+    #: nothing was created
+    refusal = False
 
     def __init__(
         self,
@@ -122,6 +127,19 @@ class NotFound(RequestRejected):
 
 class Unsupported(RequestRejected):
     code = "unsupported"
+
+
+class NoVideo(RequestRejected):
+    """The provider says the task succeeded but names no video: never a plain success."""
+
+    code = "no_video"
+
+    @classmethod
+    def of(cls, task_id: str, raw: Any) -> NoVideo:
+        """The error for one such task, with the provider's payload kept (`raw` in the JSON error object)."""
+        return cls(f"task {task_id} succeeded without a video: the provider gave no video URL",
+                   hint=f"see what the provider sent with `kling status {task_id} --json --raw`",
+                   extra={"task_ids": [task_id], "raw": raw})
 
 
 class BadResponse(ApiError):

@@ -1,11 +1,26 @@
-"""Small filesystem helpers: crash-safe writes."""
+"""Small filesystem helpers: crash-safe writes, and one way of saying a write failed."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import tempfile
 from pathlib import Path
+
+from kling_cli.errors import ConfigError
+
+_FIXES = {errno.ENOSPC: "free some space", errno.EDQUOT: "free some space (the disk quota is full)",
+          errno.EFBIG: "raise the file-size limit (ulimit -f)", errno.EACCES: "make it writable",
+          errno.EROFS: "pick a directory on a writable file system"}
+
+
+def cannot_write(directory: Path | str, exc: OSError, then: str = "run the same command again") -> ConfigError:
+    """A local write that failed (full disk, file-size limit, permissions): one line naming the directory
+    and the cause, exit 3 (the machine's set-up, not the provider)."""
+    reason = exc.strerror or type(exc).__name__
+    fix = _FIXES.get(exc.errno or 0, "check the directory")
+    return ConfigError(f"cannot write to {directory}: {reason}", hint=f"{fix}, then {then}", code="write_failed")
 
 
 def sha256_file(path: Path | str) -> str:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from kling_cli.errors import UsageError
-from kling_cli.fsutil import write_atomic
+from kling_cli.fsutil import cannot_write, write_atomic
 from kling_cli.models import Task
 
 FIELDS = ["row", "line", "identity", "kind", "external_id", "task_id", "status", "error", "video_url", "file",
@@ -95,9 +95,12 @@ class Manifest:
         self._dirty = True
         for path in self.paths:
             if path.suffix == ".ndjson":
-                with path.open("a", encoding="utf-8") as handle:
-                    handle.write(json.dumps(self._ndjson(row), ensure_ascii=False) + "\n")
-                    handle.flush()
+                try:
+                    with path.open("a", encoding="utf-8") as handle:
+                        handle.write(json.dumps(self._ndjson(row), ensure_ascii=False) + "\n")
+                        handle.flush()
+                except OSError as exc:
+                    raise cannot_write(path.parent, exc) from None
         self._flush(False)
 
     def update_task(self, task: Task, **extra: Any) -> None:
@@ -126,7 +129,10 @@ class Manifest:
                 writer.writeheader()
                 for number in sorted(self.rows):
                     writer.writerow(self.rows[number])
-                write_atomic(path, buffer.getvalue().encode("utf-8"))
+                try:
+                    write_atomic(path, buffer.getvalue().encode("utf-8"))
+                except OSError as exc:
+                    raise cannot_write(path.parent, exc) from None
         self._dirty = False
         self._flushed = time.monotonic()
 

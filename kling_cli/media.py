@@ -219,7 +219,7 @@ def _seconds(duration: float) -> str:
     return f"{text} s"
 
 
-def check_prompt(text: str | None, limit: int, what: str = "prompt") -> None:
+def check_prompt(text: str | None, limit: int, what: str = "prompt", where: str = "") -> None:
     if text is not None and len(text) > limit:
-        raise PreflightError(f"the {what} has {len(text)} characters; the limit is {limit}",
+        raise PreflightError(f"the {what} has {len(text)} characters; the limit{where} is {limit}",
                              hint=f"shorten the {what}")

@@ -6,12 +6,23 @@
 from __future__ import annotations
 
 import math
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
 
 KINDS = ("t2v", "motion")
+#: The model each kind runs unless a profile (`model`, `motion_model`) or --model says otherwise: one default,
+#: sent explicitly by every dialect whose body has a model field, so the same command makes the same video on
+#: every provider. kling-v2-6 is in every provider's model list for both kinds, and is the official
+#: motion-control default; left out, the official text-to-video default would be kling-v1.
+DEFAULT_MODELS = {"t2v": "kling-v2-6", "motion": "kling-v2-6"}
+#: every text-to-video aspect ratio some provider takes (CometAPI's list); each dialect says which it takes
+ASPECT_RATIOS = ("16:9", "9:16", "1:1", "4:3", "3:4", "3:2", "2:3")
+#: longer than any provider's ids (Kling 18-19 digits, aigw 32 hex, AceData a 36-char uuid) and any sane external id
+ID_MAX_LENGTH = 128
+_ID_FORBIDDEN = set("/\\?#%")
 
 
 class TaskStatus(str, Enum):
@@ -63,6 +74,8 @@ class Task:
     kind: str
     status: TaskStatus
     raw_status: str | None = None
+    #: the model asked for (the provider's name for it), where known
+    model: str | None = None
     progress: float | None = None
     videos: list[Video] = field(default_factory=list)
     error: TaskError | None = None
@@ -82,6 +95,11 @@ class Task:
     def terminal(self) -> bool:
         return self.status.terminal
 
+    @property
+    def without_video(self) -> bool:
+        """Succeeded by the provider's word, yet no video URL: never to be taken for a plain success."""
+        return self.status is TaskStatus.SUCCEEDED and not any(video.url for video in self.videos)
+
     def to_json(self, *, raw: bool = False) -> dict[str, Any]:
         body: dict[str, Any] = {
             "id": self.id,
@@ -89,6 +107,7 @@ class Task:
             "dialect": self.dialect,
             "profile": self.profile,
             "kind": self.kind,
+            "model": self.model,
             "status": self.status.value,
             "raw_status": self.raw_status,
             "progress": self.progress,
@@ -122,6 +141,7 @@ class Task:
             kind=kind if kind in KINDS else "t2v",
             status=status,
             raw_status=body.get("raw_status") if isinstance(body.get("raw_status"), str) else None,
+            model=body.get("model") if isinstance(body.get("model"), str) else None,
             progress=to_number(body.get("progress")),
             videos=videos,
             error=TaskError(error.get("code"), str(error.get("message", ""))) if isinstance(error, dict) else None,
@@ -206,6 +226,37 @@ def json_object(text: str, what: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError(f"{what} must be a JSON object")
     return value
+
+
+def id_problem(value: str) -> str | None:
+    """What makes `value` unusable as a task id (or an external id), or None when it is fine.
+
+    Ids become URL path segments: nothing that could change which path is asked for (separators, `?`, `#`,
+    `%`, dot segments), nothing invisible (whitespace, control and format characters, lone surrogates from
+    undecodable bytes), nothing empty or endless. The one check for every source: arguments, stdin, files,
+    manifests, CSV cells and provider answers.
+    """
+    if not value:
+        return "it is empty"
+    if len(value) > ID_MAX_LENGTH:
+        return f"it is {len(value)} characters long; ids have at most {ID_MAX_LENGTH}"
+    if value in (".", ".."):
+        return "it is a dot segment"
+    for char in value:
+        if char in _ID_FORBIDDEN:
+            return f"it contains {char!r}"
+        if char.isspace():
+            return f"it contains whitespace (U+{ord(char):04X})"
+        if unicodedata.category(char) == "Cs":
+            return "it contains bytes that are not valid UTF-8"
+        if unicodedata.category(char).startswith("C"):
+            return f"it contains the control character U+{ord(char):04X}"
+    return None
+
+
+def quoted(value: str, limit: int = 40) -> str:
+    """A value from outside, fit for a message: quoted, escaped, and cut short."""
+    return repr(value if len(value) <= limit else value[:limit] + "...")
 
 
 def to_str_id(value: Any) -> str | None:

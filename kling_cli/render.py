@@ -99,9 +99,9 @@ class Output:
 
         self.data(json.dumps(obj, ensure_ascii=False, separators=(",", ":")))
 
-    def task(self, task: Task, *, detail: bool = False, files: list[str] | None = None) -> None:
+    def task(self, task: Task, *, detail: bool = False, files: list[str] | None = None, raw: bool = False) -> None:
         if self.json_mode:
-            body = task.to_json(raw=self.raw)
+            body = task.to_json(raw=self.raw or raw)
             if files is not None:
                 body["files"] = files
             self.json(body)
@@ -155,9 +155,9 @@ def paint(text: str, status: str, color: bool) -> str:
 
 
 def outcome_text(task: Task) -> str:
-    if task.status.value == "failed" and task.error:
-        return task.error.message
     urls = [v.url for v in task.videos if v.url]
+    if task.error and (task.status.value == "failed" or not urls):
+        return task.error.message
     return " ".join(urls)
 
 

@@ -15,14 +15,17 @@ from kling_cli.config import Resolved, data_dir
 from kling_cli.errors import (
     KlingError,
     NotFound,
+    NoVideo,
     PreflightError,
+    ProviderUnavailable,
     RequestRejected,
     SubmitUncertain,
     Unsupported,
     UsageError,
 )
-from kling_cli.models import KINDS, MotionRequest, T2VRequest, Task
+from kling_cli.models import DEFAULT_MODELS, KINDS, MotionRequest, T2VRequest, Task, TaskError, id_problem, quoted
 from kling_cli.providers import get_dialect
+from kling_cli.providers.base import Dialect
 from kling_cli.render import Output
 
 if TYPE_CHECKING:
@@ -30,6 +33,7 @@ if TYPE_CHECKING:
     from kling_cli.taskrefs import TaskRef
 
 
+NO_VIDEO = "the provider says the task succeeded but gave no video URL"
 DEFAULT_CONCURRENCY = 16
 DEFAULT_DOWNLOADS = 4
 
@@ -63,6 +67,22 @@ def _needs_url(dialect: str, what: str, path: str, flag: str) -> PreflightError:
         f"the {dialect} dialect takes the {what} as a URL only, and {path} is a local file",
         hint=f"upload it somewhere the provider can fetch it and pass {flag} https://...",
     )
+
+
+def _id_trouble(task: Task) -> str | None:
+    """What is wrong with the task id a provider's answer names, said as "... names ...", or None."""
+    problem = id_problem(task.id)
+    if problem is None:
+        return None
+    return "names no task id" if not task.id else f"names an unusable task id {quoted(task.id)} ({problem})"
+
+
+def _naming(exc: KlingError, external_id: str | None) -> KlingError:
+    """The error of a submit whose fate is unknown, naming the external id to look it up by."""
+    if external_id and "external_id" not in exc.extra:
+        exc.hint = f"{exc.hint} (external id {external_id})" if exc.hint else f"its external id is {external_id}"
+        exc.extra["external_id"] = external_id
+    return exc
 
 
 def _cached(cache: dict, key: tuple, check: Callable[[], Any]) -> Any:
@@ -103,6 +123,10 @@ class Service:
         self._transport = None
         self._sandbox = None
         self._downloader = None
+        #: task id -> the model it was submitted with (None: not known here), for answers that do not say
+        self._models: dict[str, str | None] = {}
+        #: warnings given once per command, however many rows a batch checks
+        self._warned: set[str] = set()
         if resolved.sandbox:
             out.warn(f"sandbox: emulating the {resolved.dialect} dialect; no real video is made, nothing is charged")
 
@@ -180,6 +204,8 @@ class Service:
         task.provider = self.resolved.provider
         task.dialect = self.resolved.dialect
         task.profile = self.resolved.profile
+        if task.without_video and task.error is None:
+            task.error = TaskError(code=NoVideo.code, message=NO_VIDEO)
         return task
 
     # -- preflight ------------------------------------------------------------------------------
@@ -190,20 +216,31 @@ class Service:
         """
         from kling_cli.media import check_image, check_prompt, check_video
 
-        if kind not in self.dialect.kinds:
-            raise Unsupported(f"the {self.dialect.name} dialect does not offer {kind} tasks")
-        limit = self.dialect.prompt_limit
-        check_prompt(req.prompt, limit)
+        dialect = self.dialect
+        if kind not in dialect.kinds:
+            raise Unsupported(f"the {dialect.name} dialect does not offer {kind} tasks")
+        where = f" on the {dialect.name} dialect" if dialect.prompt_limit != Dialect.prompt_limit else ""
+        check_prompt(req.prompt, dialect.prompt_limit, where=where)
+        model = req.model or DEFAULT_MODELS[kind]
+        named = model if req.model else f"{model} (the default model)"
+        if req.model and req.model != DEFAULT_MODELS[kind] and kind in dialect.drops_model:
+            self.warn_once(f"the {dialect.name} dialect drops the model of {kind} tasks: {req.model} is what the "
+                           f"gateway routes and bills, but Kling runs its default ({DEFAULT_MODELS[kind]})")
         if isinstance(req, T2VRequest):
-            check_prompt(req.negative_prompt, limit, "negative prompt")
+            check_prompt(req.negative_prompt, dialect.negative_prompt_limit, "negative prompt", where)
             if not req.prompt.strip():
                 raise UsageError("the prompt is empty", hint="describe the video to generate")
-            model = req.model or ""
+            if req.aspect_ratio is not None and req.aspect_ratio not in dialect.aspect_ratios:
+                raise PreflightError(f"aspect ratio {req.aspect_ratio} is not offered by the {dialect.name} dialect",
+                                     hint=f"use one of {', '.join(dialect.aspect_ratios)}")
             # Kling's own model names: 5 or 10 s, 3-15 s on kling-v3 (other gateways name models their way)
-            if req.duration is not None and (not model or model.startswith("kling-")) \
-                    and not model.startswith("kling-v3") and req.duration not in (5, 10):
-                raise PreflightError(f"duration {req.duration} s is not offered by {model or 'the default model'}: "
-                                     "use 5 or 10", hint="3-15 s needs --model kling-v3")
+            if req.duration is not None and model.startswith("kling-") and not model.startswith("kling-v3") \
+                    and req.duration not in (5, 10):
+                raise PreflightError(f"duration {req.duration} s is not offered by {named}: use 5 or 10",
+                                     hint="3-15 s needs --model kling-v3")
+            if req.cfg_scale is not None and model.startswith("kling-v2"):
+                self.warn_once(f"--cfg-scale has no effect on {named}: Kling's docs say kling-v2.x models do not "
+                               "support it")
             return
         if self.dialect.prompt_required and not (req.prompt or "").strip():
             raise PreflightError(
@@ -225,6 +262,11 @@ class Service:
             if not self.dialect.video_base64:
                 raise _needs_url(self.dialect.name, "motion reference video", req.video.value, "--video")
 
+    def warn_once(self, message: str) -> None:
+        if message not in self._warned:
+            self._warned.add(message)
+            self.out.warn(message)
+
     # -- operations -----------------------------------------------------------------------------
     def submit(self, kind: str, req: T2VRequest | MotionRequest, *, identity: str | None = None,
                batch: str | None = None, row: int | None = None, adopt: bool = False,
@@ -245,7 +287,8 @@ class Service:
                 external_id=req.external_id, request_hash=identity or request_hash(kind, record),
                 profile=self.resolved.profile, provider=self.resolved.provider, dialect=self.resolved.dialect,
                 kind=kind, request=record, batch=batch, row=row, timing_key=timing_key(
-                    self.resolved.dialect, kind, req.model, req.mode, getattr(req, "duration", None)))
+                    self.resolved.dialect, kind, self.dialect.model_for(kind, req.model), req.mode,
+                    getattr(req, "duration", None)))
         try:
             task = self._send_submit(kind, req, wire, adopt=adopt, busy_retries=busy_retries)
         except SubmitUncertain as exc:
@@ -254,6 +297,8 @@ class Service:
         except KlingError as exc:  # refused, or never sent: nothing was created
             self._note(entry, "refused", exc.message)
             raise
+        task.model = task.model or self.dialect.model_for(kind, req.model)
+        self._models[task.id] = task.model
         if entry is not None:
             self._remember(lambda: self.journal.record_submitted(entry, task))
         return task
@@ -276,22 +321,38 @@ class Service:
             try:
                 reply = self.transport.send(wire, busy_retries=busy_retries)
                 task = self.dialect.parse_submit(kind, reply)
-                if not task.id:
+                trouble = _id_trouble(task)
+                if trouble:  # never followed: an id is a path segment of every later request
                     raise SubmitUncertain(
-                        "the provider accepted the submit but its answer names no task id",
+                        f"the provider accepted the submit but its answer {trouble}",
                         hint="it was not sent again; check whether the task exists before submitting again",
                         status=reply.status)
                 return self.stamp(task)
             except SubmitUncertain as exc:
                 if not (self.dialect.lookup_by_external_id and req.external_id):
-                    exc.hint = (f"{exc.hint}" + (f" (external id {req.external_id})" if req.external_id else ""))
-                    raise
+                    raise _naming(exc, req.external_id)
                 found = self._reconcile(kind, req.external_id, exc)
                 if found is not None:
                     return found
+                if not self.dialect.lookup_miss_is_absence:
+                    exc.hint = (f"{exc.hint} (the provider found no task with external id {req.external_id}, which "
+                                "does not prove there is none)")
+                    raise _naming(exc, req.external_id)
+                cause = exc.__cause__ if isinstance(exc.__cause__, KlingError) else exc
                 if attempt == self.resolved.retries:
-                    raise
-                self.out.debug(f"task {req.external_id} was not created; sending the submit again", 1)
+                    # Each lookup said "no such task": what is known is that nothing was created.
+                    raise ProviderUnavailable(
+                        f"the submit failed {attempt + 1} times (last: {cause.message}); after each failure its "
+                        f"external id {req.external_id} was looked up and no task was found: nothing was created, "
+                        "nothing was paid",
+                        hint="run the same command again later", code="not_created", status=exc.status,
+                        extra={"external_id": req.external_id}) from None
+                from kling_cli.transport import backoff_delay
+
+                delay = backoff_delay(attempt)
+                self.out.debug(f"task {req.external_id} was not created; sending the submit again in {delay:.1f}s",
+                               1)
+                self.sleep(delay)
                 resent = True
             except RequestRejected as exc:
                 # After a resend, a refusal may mean "that external id exists": the first try got through. So may
@@ -309,7 +370,7 @@ class Service:
         try:
             return self.find_by_external_id(kind, external_id)
         except Exception:
-            raise cause from None
+            raise _naming(cause, external_id) from None
 
     def find_by_external_id(self, kind: str, external_id: str) -> Task | None:
         wire = self.dialect.build_get_by_external_id(kind, external_id)
@@ -317,7 +378,17 @@ class Service:
             reply = self.transport.send(wire)
         except NotFound:
             return None
-        return self.stamp(self.dialect.parse_task(kind, reply.payload))
+        task = self.dialect.parse_task(kind, reply.payload)
+        if not task.id:  # an answer naming no task finds nothing
+            return None
+        return self._readable(task, f"external id {external_id}")
+
+    def _readable(self, task: Task, asked: str) -> Task:
+        """A task from a query's answer, refused (one failed query) when the id it names cannot be followed."""
+        trouble = _id_trouble(task)
+        if trouble:
+            raise ProviderUnavailable(f"the provider's answer about {asked} {trouble}", code="bad_answer")
+        return self.stamp(task)
 
     def get(self, task_id: str, kind: str | None = None, *, deadline: float | None = None,
             journaled: bool = True) -> Task:
@@ -332,9 +403,26 @@ class Service:
                 kind = entry.kind
                 self.out.debug(f"task {task_id} is a {kind} task (from the journal)")
         task = self._query(task_id, kind, deadline)
+        if journaled:
+            self._with_models([task])
         if journaled and self.journal is not None:
             self._remember(lambda: self.journal.record_task(task))
         return task
+
+    def _with_models(self, tasks: list[Task]) -> None:
+        """Most answers do not name the model: it is the one this process submitted, else the journal's."""
+        missing = [task for task in tasks if task.model is None]
+        unknown = [task.id for task in missing if task.id not in self._models]
+        if unknown:
+            found: dict[str, str] = {}
+            if self.journal is not None:
+                try:
+                    found = self.journal.models(unknown)
+                except Exception:  # reading the journal is best-effort
+                    pass
+            self._models.update({task_id: found.get(task_id) for task_id in unknown})
+        for task in missing:
+            task.model = self._models.get(task.id)
 
     def _query(self, task_id: str, kind: str | None, deadline: float | None) -> Task:
         kinds = [kind] if kind else [k for k in KINDS if k in self.dialect.kinds]
@@ -345,7 +433,8 @@ class Service:
                 if kind:
                     raise
                 continue
-            task = self.stamp(self.dialect.parse_task(candidate, reply.payload, task_id=task_id))
+            task = self._readable(self.dialect.parse_task(candidate, reply.payload, task_id=task_id),
+                                  f"task {task_id}")
             if not kind:
                 self.out.debug(f"task {task_id} is a {candidate} task (found by trying the kinds in turn)")
             return task
@@ -393,8 +482,9 @@ class Service:
                 results.update({ref.id: error for ref in chunk})
             else:
                 raise error
+        found = [r for r in results.values() if isinstance(r, Task)]
+        self._with_models(found)
         if self.journal is not None:
-            found = [r for r in results.values() if isinstance(r, Task)]
             self._remember(lambda: self.journal.record_tasks(found))
         return results
 

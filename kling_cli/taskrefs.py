@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Iterable, TextIO
 
 from kling_cli.errors import UsageError
-from kling_cli.models import KINDS, Task
+from kling_cli.models import KINDS, Task, id_problem, quoted
 
 
 @dataclass
@@ -26,6 +26,15 @@ class TaskRef:
     task: Task | None = None
     #: the manifest row the id came from, if any
     row: dict[str, Any] | None = field(default=None, repr=False)
+
+
+def check_id(task_id: str, where: str) -> str:
+    """A task id from the user, refused (exit 2, nothing sent) unless it can be one."""
+    problem = id_problem(task_id)
+    if problem:
+        raise UsageError(f"{where}: {quoted(task_id)} is not a task id: {problem}",
+                         hint="give the id `kling submit` printed")
+    return task_id
 
 
 def _from_lines(lines: Iterable[str], source: str) -> list[TaskRef]:
@@ -41,30 +50,35 @@ def _from_lines(lines: Iterable[str], source: str) -> list[TaskRef]:
                 raise UsageError(f"{source}, line {number}: not valid JSON") from None
             if not isinstance(body, dict) or "error" in body and "id" not in body:
                 continue  # an error object printed by an earlier command: nothing to follow
+            where = f"{source}, line {number}"
             if "row" in body:  # a batch manifest line: its id and kind, not a task to trust as is
                 if body.get("id"):
                     kind = body.get("kind")
-                    refs.append(TaskRef(str(body["id"]), kind if kind in KINDS else None, row=body))
+                    refs.append(TaskRef(check_id(str(body["id"]), where), kind if kind in KINDS else None, row=body))
                 continue
             task = Task.from_json(body)
             if not task.id:
-                raise UsageError(f"{source}, line {number}: a JSON object without an id")
-            refs.append(TaskRef(task.id, task.kind, task))
+                raise UsageError(f"{where}: a JSON object without an id")
+            refs.append(TaskRef(check_id(task.id, where), task.kind, task))
         else:
-            refs.append(TaskRef(text.split()[0]))
+            refs.append(TaskRef(check_id(text.split()[0], f"{source}, line {number}")))
     return refs
 
 
 def _from_csv(text: str, source: str) -> list[TaskRef]:
     reader = csv.DictReader(io.StringIO(text))
-    if not reader.fieldnames or "task_id" not in reader.fieldnames:
-        raise UsageError(f"{source}: a CSV needs a task_id column")
-    refs = []
-    for row in reader:
-        task_id = (row.get("task_id") or "").strip()
-        if task_id:  # rows not submitted yet have none
-            kind = (row.get("kind") or "").strip()
-            refs.append(TaskRef(task_id, kind if kind in KINDS else None, row=row))
+    try:
+        if not reader.fieldnames or "task_id" not in reader.fieldnames:
+            raise UsageError(f"{source}: a CSV needs a task_id column")
+        refs = []
+        for row in reader:
+            task_id = (row.get("task_id") or "").strip()
+            if task_id:  # rows not submitted yet have none
+                kind = (row.get("kind") or "").strip()
+                refs.append(TaskRef(check_id(task_id, f"{source}, line {reader.line_num}"),
+                                    kind if kind in KINDS else None, row=row))
+    except csv.Error as exc:
+        raise UsageError(f"{source}, line {reader.line_num}: not readable as CSV ({exc})") from None
     return refs
 
 
@@ -81,7 +95,7 @@ def collect(ids: list[str], from_file: Path | None, stdin: TextIO) -> list[TaskR
         if arg == "-":
             refs += parse_text(stdin.read(), "stdin")
         else:
-            refs.append(TaskRef(arg))
+            refs.append(TaskRef(check_id(arg, "argument")))
     if from_file is not None:
         try:
             text = from_file.read_text(encoding="utf-8")

@@ -22,7 +22,7 @@ import httpx
 
 from kling_cli import __version__
 from kling_cli.credentials import Credentials
-from kling_cli.errors import ApiError, DeadlineExceeded, ProviderUnavailable, SubmitUncertain
+from kling_cli.errors import ApiError, BadResponse, DeadlineExceeded, ProviderUnavailable, SubmitUncertain
 from kling_cli.providers.base import Dialect, Reply, WireRequest
 
 USER_AGENT = f"kling-cli/{__version__}"
@@ -173,6 +173,8 @@ class Transport:
         # A rate limit seen by one request holds back every request to this provider until it passes.
         self._gate_until = 0.0
         self._gate_lock = threading.Lock()
+        #: the API answered this run at least once: the base URL is right
+        self._api_answered = False
 
     def close(self) -> None:
         self.client.close()
@@ -238,7 +240,7 @@ class Transport:
                     provider_code=error.provider_code,
                     request_id=error.request_id,
                     retryable=True,
-                )
+                ) from error
             if attempt >= self.retries:
                 if attempt:
                     error.message += f" (after {attempt + 1} attempts)"
@@ -284,11 +286,19 @@ class Transport:
         reply = Reply.build(response.status_code, response.headers, response.content, wire.path)
         self.log(2, f"{wire.method} {wire.path} -> {response.status_code} ({(self.clock() - started) * 1000:.0f} ms)")
         error = self.dialect.error_for(reply)
+        if isinstance(error, BadResponse) and self._api_answered and not wire.creates_task:
+            # A wrong base URL shows on the first request of a run; one odd answer among good ones (HTML from
+            # a proxy, an empty 200) is one failed query, like a 502.
+            error = ProviderUnavailable(f"{error.message}, after good answers earlier", retryable=True,
+                                        code="bad_answer", status=error.status)
+        elif reply.is_json and not isinstance(error, BadResponse):
+            self._api_answered = True
         if error is None:
             return reply
         if error.retry_after is None:
             error.retry_after = parse_retry_after(reply.headers)
-        return _Failure(error, sent=True, refused=400 <= reply.status < 500, answered_ok=200 <= reply.status < 300)
+        return _Failure(error, sent=True, refused=400 <= reply.status < 500 or error.refusal,
+                        answered_ok=200 <= reply.status < 300 and not error.refusal)
 
 
 def _reason(exc: Exception) -> str:

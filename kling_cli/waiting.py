@@ -11,13 +11,14 @@ that reports a task's end (recorded by `kling callback listen`) makes it due at 
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from kling_cli import envvars
-from kling_cli.errors import DeadlineExceeded, KlingError, ProviderUnavailable, UsageError
+from kling_cli.errors import ConfigError, DeadlineExceeded, KlingError, ProviderUnavailable, UsageError
 from kling_cli.models import Task, TaskStatus
 from kling_cli.taskrefs import TaskRef
 
@@ -39,7 +40,7 @@ _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 def parse_duration(text: str) -> float:
     """`90s`, `20m`, `1h`, `1.5h`, `250ms` or plain seconds."""
     match = _DURATION.match(text or "")
-    if not match:
+    if not match or not math.isfinite(float(match.group(1)) * _UNITS[match.group(2)]):  # too many digits: inf
         raise UsageError(f"not a duration: {text!r}", hint="use a number with s, m or h, e.g. 90s, 20m, 1h")
     return float(match.group(1)) * _UNITS[match.group(2)]
 
@@ -96,7 +97,10 @@ class PollPolicy:
             return cls(fixed=interval)
         if env.get(envvars.POLL_INTERVAL):
             # a development knob (the tests poll every 50 ms); never a busy loop
-            return cls(fixed=max(parse_duration(env[envvars.POLL_INTERVAL]), 0.01))
+            try:
+                return cls(fixed=min(max(parse_duration(env[envvars.POLL_INTERVAL]), 0.01), POLL_CAP))
+            except UsageError as exc:  # a setting from the environment: configuration, exit 3
+                raise ConfigError(f"{envvars.POLL_INTERVAL}: {exc.message}", hint=exc.hint, code="bad_option") from None
         scale = time_scale(env)
         return cls(start=POLL_START / scale, cap=POLL_CAP / scale, scale=scale)
 
@@ -116,8 +120,9 @@ def time_scale(env: Mapping[str, str] = os.environ) -> float:
     `kling` chooses (poll intervals, a row's requeue delay) is 30 times shorter."""
     try:
         scale = float(env.get(envvars.TIME_SCALE) or 1.0)
-    except ValueError:
-        raise UsageError(f"{envvars.TIME_SCALE}={env[envvars.TIME_SCALE]!r} is not a number") from None
+    except ValueError:  # a setting from the environment: configuration, exit 3
+        raise ConfigError(f"{envvars.TIME_SCALE}: not a number: {env[envvars.TIME_SCALE]!r}",
+                          code="bad_option") from None
     return scale if 0 < scale < float("inf") else 1.0
 
 

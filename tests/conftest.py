@@ -18,11 +18,19 @@ from typer.testing import CliRunner
 
 from kling_cli.cli import main
 from kling_cli.presets import SANDBOX_ACCESS_KEY, SANDBOX_API_KEY, SANDBOX_SECRET_KEY
+from kling_cli.sandbox import new_sandbox
 from kling_cli.sandbox.core import Sandbox
 
 DATA = Path(__file__).parent / "data"
 FIXTURES = Path(__file__).parent / "fixtures"
 TASK_SECONDS = 0.3
+
+
+def sourced(path: str) -> Any:
+    """A fixture taken from a provider's own code or docs, `{"source": where from, "payload": ...}`."""
+    body = json.loads((FIXTURES / path).read_text())
+    assert isinstance(body.get("source"), str) and len(body["source"]) > 20, f"{path} names no source"
+    return body["payload"]
 
 
 @pytest.fixture(autouse=True)
@@ -39,6 +47,14 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("COLUMNS", "100")
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+def default_sigint() -> None:
+    """`preexec_fn` for a child the test will interrupt: run as a background job (`pytest &` in a script,
+    nohup), the suite itself ignores SIGINT and a child would inherit that; Ctrl-C must reach it."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @dataclass
@@ -78,7 +94,7 @@ def kling():
 @pytest.fixture
 def sandbox(tmp_path: Path):
     # Retry-After keeps rate-limit storms fast; the backoff without it has its own tests (test_transport).
-    server = Sandbox(tmp_path / "sandbox-state", task_seconds=TASK_SECONDS, retry_after=0.05).start()
+    server = new_sandbox(tmp_path / "sandbox-state", task_seconds=TASK_SECONDS, retry_after=0.05).start()
     yield server
     server.close()
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import DATA, sandbox_stats
+from conftest import DATA, default_sigint, sandbox_stats
 
 KLING = [sys.executable, "-m", "kling_cli"]
 
@@ -112,7 +112,7 @@ def test_interrupted_at_random_points_and_rerun(kling_profile, sandbox, tmp_path
     codes = []
     for _ in range(12):
         proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-                                env=os.environ)
+                                env=os.environ, preexec_fn=default_sigint)
         time.sleep(rng.uniform(0.2, 1.2))
         proc.send_signal(signal.SIGINT)
         codes.append(proc.wait(timeout=30))
@@ -159,8 +159,9 @@ def test_dry_run_prints_each_resolved_request_and_sends_nothing(kling, kling_pro
     result = kling("submit", "t2v", "--from-csv", jobs, "--mode", "pro", "--dry-run")
     assert result.exit_code == 0 and attempts(sandbox) == 0
     first, second = result.json_lines()
-    assert first["request"] == {"prompt": "fox", "mode": "pro", "duration": "10",
+    assert first["request"] == {"model_name": "kling-v2-6", "prompt": "fox", "mode": "pro", "duration": "10",
                                 "external_task_id": first["external_id"]}
+    assert first["model"] == "kling-v2-6"
     assert second["request"]["mode"] == "pro" and "duration" not in second["request"]
     assert first["identity"] != second["identity"] and "2 of 2 rows would be submitted" in result.stderr
 

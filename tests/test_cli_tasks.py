@@ -13,8 +13,8 @@ import pytest
 from conftest import DATA, sandbox_stats
 from kling_cli.sandbox.core import ASSET
 
-TASK_FIELDS = {"id", "provider", "dialect", "profile", "kind", "status", "raw_status", "progress", "videos", "error",
-               "external_id", "created_at", "updated_at", "cost"}
+TASK_FIELDS = {"id", "provider", "dialect", "profile", "kind", "model", "status", "raw_status", "progress", "videos",
+               "error", "external_id", "created_at", "updated_at", "cost"}
 
 
 def submit(kling, prompt="a red fox", *args):
@@ -33,6 +33,7 @@ def test_submit_json_has_exactly_the_documented_fields(kling, kling_profile):
     (task,) = result.json_lines()
     assert set(task) == TASK_FIELDS
     assert task["status"] == "queued" and task["raw_status"] == "submitted" and task["kind"] == "t2v"
+    assert task["model"] == "kling-v2-6"
     assert (task["provider"], task["dialect"], task["profile"]) == ("custom", "kling", "test")
     assert isinstance(task["id"], str) and task["external_id"].startswith("kc-")
     assert task["created_at"].endswith("Z")

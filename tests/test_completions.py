@@ -150,7 +150,7 @@ def bash_complete(*words: str, cwd: Path = REPO) -> list[str]:
     (["kling", "submit", "t2v", "--mode", "="], ["pro", "std"]),
     (["kling", "submit", "t2v", "--mode", "=", "s"], ["std"]),
     # choices holding ':' (split by bash too)
-    (["kling", "submit", "t2v", "--aspect-ratio", ""], ["16:9", "1:1", "9:16"]),
+    (["kling", "submit", "t2v", "--aspect-ratio", ""], ["16:9", "1:1", "9:16", "4:3", "3:4", "3:2", "2:3"]),
     (["kling", "submit", "t2v", "--aspect-ratio", "16", ":"], ["9"]),
     # free text: nothing, not files
     (["kling", "submit", "t2v", ""], []),
@@ -200,7 +200,7 @@ def test_zsh_structure(generated: dict[str, str]) -> None:
                 for name in option.opts:
                     assert re.search(rf"^        '(\([^)]*\))?\*?{re.escape(name)}[=+\[]", body, re.M), name
     assert ":MODE:(std pro)'" in body
-    assert r":ASPECT_RATIO:(16\:9 9\:16 1\:1)'" in body
+    assert r":ASPECT_RATIO:(16\:9 9\:16 1\:1 4\:3 3\:4 3\:2 2\:3)'" in body
     assert ":DIR:_files -/'" in body  # --download DIR
     assert "'1::PROMPT: '" in body  # free text: a message, no completion
 

@@ -35,15 +35,15 @@ def test_dry_run_estimates_each_row_and_the_total_and_the_run_is_billed_the_same
     dry = kling("submit", "t2v", "--from-csv", jobs, "--dry-run")
     assert dry.exit_code == 0, dry
     rows = dry.json_lines()
-    assert [r["estimate"]["cost"] and r["estimate"]["cost"]["amount"] for r in rows] == [1.0, 14.0, 2.5, None]
+    assert [r["estimate"]["cost"] and r["estimate"]["cost"]["amount"] for r in rows] == [2.5, 14.0, 2.5, None]  # row 1: the default model, kling-v2-6
     assert rows[3]["estimate"] == {"cost": None, "unit": "units", "source": None, "for": "t2v kling-v2-5-turbo std 5 s"}
-    assert "estimated cost: 17.5 units, 1 unknown" in dry.stderr
+    assert "estimated cost: 19 units, 1 unknown" in dry.stderr
     assert created(sandbox) == 0
 
     run = kling("submit", "t2v", "--from-csv", jobs, "--wait", "--out", tmp_path / "r.csv")
     assert run.exit_code == 0, run
     reported = {int(r["row"]): r["cost"] for r in csv.DictReader((tmp_path / "r.csv").open())}
-    assert reported == {1: "1 units", 2: "14 units", 3: "2.5 units", 4: "1 units"}
+    assert reported == {1: "2.5 units", 2: "14 units", 3: "2.5 units", 4: "1 units"}
 
 
 def test_a_single_submit_dry_run_shows_the_request_and_its_cost_and_sends_nothing(kling, sandbox, add_profile):
@@ -51,21 +51,21 @@ def test_a_single_submit_dry_run_shows_the_request_and_its_cost_and_sends_nothin
     result = kling("submit", "t2v", "a fox", "--mode", "pro", "--duration", "10", "--dry-run")
     assert result.exit_code == 0, result
     body = json.loads(result.stdout)
-    assert body["request"]["mode"] == "pro" and body["estimate"]["cost"] == {"amount": 7.0, "unit": "units"}
-    assert "estimated cost: 7 units" in result.stderr
+    assert body["request"]["mode"] == "pro" and body["estimate"]["cost"] == {"amount": 5.0, "unit": "units"}
+    assert "estimated cost: 5 units" in result.stderr
     assert sandbox_stats(sandbox)["counters"].get("kling:submit_attempts", 0) == 0
 
 
 def test_max_cost_over_the_estimate_refuses_to_start(kling, sandbox, add_profile, tmp_path):
     add_profile("prod", sandbox.base_url("kling"), provider="kling")
     jobs = write_csv(tmp_path / "jobs.csv", ["prompt", "mode"], [[f"fox {n}", "pro"] for n in range(4)])
-    result = kling("submit", "t2v", "--from-csv", jobs, "--max-cost", "13units")
+    result = kling("submit", "t2v", "--from-csv", jobs, "--max-cost", "9units")
     assert result.exit_code == 2, result
-    assert "estimated at 14 units; nothing was sent" in result.stderr
+    assert "estimated at 10 units; nothing was sent" in result.stderr
     assert sandbox_stats(sandbox)["counters"].get("kling:submit_attempts", 0) == 0
     wrong = kling("submit", "t2v", "--from-csv", jobs, "--max-cost", "50 points")
     assert wrong.exit_code == 2 and "bills in units, not points" in wrong.stderr
-    assert kling("submit", "t2v", "--from-csv", jobs, "--max-cost", "14", "--wait").exit_code == 0
+    assert kling("submit", "t2v", "--from-csv", jobs, "--max-cost", "10", "--wait").exit_code == 0
     assert created(sandbox) == 4
 
 

@@ -203,8 +203,9 @@ def test_t2v_body_uses_documented_names_and_types():
                          "duration": "10", "callback_url": "https://cb", "external_task_id": "e-1", "sound": "on"}
 
 
-def test_t2v_body_leaves_out_what_was_not_asked():
-    assert dialect.build_submit("t2v", T2VRequest(prompt="p")).json == {"prompt": "p"}
+def test_t2v_body_leaves_out_what_was_not_asked_but_names_the_default_model():
+    # left out, the official API would run kling-v1: the default is always named
+    assert dialect.build_submit("t2v", T2VRequest(prompt="p")).json == {"model_name": "kling-v2-6", "prompt": "p"}
 
 
 @pytest.mark.parametrize("keep,wire_value", [(True, "yes"), (False, "no"), (None, None)])

@@ -151,4 +151,4 @@ def test_libpq_finds_the_password_as_psql_does_and_it_is_masked_everywhere(kling
     for output in (submitted.stdout, submitted.stderr, history.stdout, history.stderr):
         assert pgserver.PASSWORD not in output
     names = [row[0] for row in query(pg_url, "SELECT name FROM _migrations ORDER BY name")]
-    assert names == ["001_submissions", "002_claims", "003_task_times"]  # the same named migrations as SQLite
+    assert names == ["001_submissions", "002_claims", "003_task_times", "004_timing"]  # the same named migrations as SQLite

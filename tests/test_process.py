@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from conftest import default_sigint
 from kling_cli import __version__
 from kling_cli.sandbox.core import ASSET
 
@@ -56,7 +57,8 @@ def test_non_terminal_output_is_plain(tmp_path):
 def test_ctrl_c_exits_130_and_names_the_running_task():
     env = {**os.environ, "KLING_SANDBOX_TASK_SECONDS": "60", "KLING_POLL_INTERVAL": "0.2"}
     proc = subprocess.Popen([*KLING, "--profile", "sandbox", "submit", "t2v", "x", "--wait"], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=default_sigint)
     assert proc.stderr is not None
     deadline = time.monotonic() + 20
     seen = []
@@ -75,7 +77,8 @@ def test_ctrl_c_exits_130_and_names_the_running_task():
 
 def test_sandbox_serve_for_ci(tmp_path):
     server = subprocess.Popen([*KLING, "sandbox", "serve", "--port", "0", "--task-seconds", "0.2"], text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                              preexec_fn=default_sigint)
     try:
         urls = dict(server.stdout.readline().strip().split("\t") for _ in range(5))
         assert set(urls) == {"kling", "cometapi", "newapi", "acedata", "aigw"}

@@ -165,7 +165,7 @@ def test_github_summary_and_workflow_commands_for_a_batch_with_failures(kling, b
     text = summary.read_text()
     assert text.startswith("earlier step\n## kling report")  # appended, as GitHub expects
     assert "| succeeded | 3 |" in text and "| failed | 1 |" in text and "| refused | 1 |" in text
-    assert "Cost reported 9 units, 1 not reported; estimated from the price table 10 units" in text
+    assert "Cost reported 10 units, 1 not reported; estimated from the price table 12.5 units" in text
     assert "risk control" in text and "content security policy" in text
     commands = result.stdout.splitlines()
     assert len(commands) == 2 and all(line.startswith("::error title=kling row ") for line in commands)
@@ -198,7 +198,7 @@ def test_a_report_without_the_journal_shows_what_the_manifest_has(kling, batch, 
     assert result.exit_code == 0, result
     page = (copy.parent / "r.html").read_text()
     assert page.count('class="card ') == 5 and page.count('src="../videos/') == 3  # relative to the page
-    assert "1 units · estimate unknown" in page  # the request, and so the estimate, is in the journal only
+    assert "2.5 units · estimate unknown" in page  # the request, and so the estimate, is in the journal only
     assert page.count("poster=") == 1 and f'poster="../videos/{first.stem}.jpg"' in page
 
 

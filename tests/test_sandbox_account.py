@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from kling_cli.presets import SANDBOX_API_KEY
+from kling_cli.sandbox import new_sandbox
 from kling_cli.sandbox.core import RANDOM_FAILURE, Account, Sandbox
 
 AUTH = {"Authorization": f"Bearer {SANDBOX_API_KEY}"}
@@ -19,14 +20,15 @@ AUTH = {"Authorization": f"Bearer {SANDBOX_API_KEY}"}
 
 @pytest.fixture
 def account_sandbox(tmp_path: Path, request):
-    server = Sandbox(tmp_path / "state", task_seconds=request.param.pop("task_seconds", 100),
+    server = new_sandbox(tmp_path / "state", task_seconds=request.param.pop("task_seconds", 100),
                      account=Account(**request.param)).start()
     yield server
     server.close()
 
 
-def submit(sandbox: Sandbox, prompt: str) -> httpx.Response:
-    return httpx.post(f"{sandbox.base_url('kling')}/v1/videos/text2video", json={"prompt": prompt}, headers=AUTH)
+def submit(sandbox: Sandbox, prompt: str, client: httpx.Client | None = None) -> httpx.Response:
+    return (client or httpx).post(f"{sandbox.base_url('kling')}/v1/videos/text2video", json={"prompt": prompt},
+                                  headers=AUTH)
 
 
 @pytest.mark.parametrize("account_sandbox", [{"max_running": 3}], indirect=True)
@@ -60,7 +62,7 @@ def test_parallel_submits_never_pass_the_limit(account_sandbox):
                                           ("newapi", "/kling/v1/videos/text2video"), ("acedata", "/kling/videos"),
                                           ("aigw", "/open/aigw/gateway/generations")])
 def test_every_dialect_answers_its_own_too_many(tmp_path, dialect, path):
-    server = Sandbox(tmp_path / "state", task_seconds=100, account=Account(max_running=0)).start()
+    server = new_sandbox(tmp_path / "state", task_seconds=100, account=Account(max_running=0)).start()
     try:
         answer = httpx.post(server.base_url(dialect) + path, json={"prompt": "fox", "model": "kling-v2-6"},
                             headers=AUTH)
@@ -72,8 +74,9 @@ def test_every_dialect_answers_its_own_too_many(tmp_path, dialect, path):
 
 @pytest.mark.parametrize("account_sandbox", [{"spread": 0.3, "failure_rate": 0.1, "seed": 3}], indirect=True)
 def test_run_times_are_lognormal_around_task_seconds_and_some_fail(account_sandbox):
-    for n in range(300):
-        assert submit(account_sandbox, f"fox {n}").status_code == 200
+    with httpx.Client() as client:
+        for n in range(300):
+            assert submit(account_sandbox, f"fox {n}", client).status_code == 200
     rows = account_sandbox.store.all()
     logs = [math.log(row.seconds / 100) for row in rows]
     assert abs(statistics.median(logs)) < 0.06 and 0.25 < statistics.pstdev(logs) < 0.35

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from kling_cli.presets import DIALECTS, SANDBOX_API_KEY
+from kling_cli.sandbox import new_sandbox
 from kling_cli.sandbox.core import Sandbox, is_loopback_url
 
 AUTH = {"Authorization": f"Bearer {SANDBOX_API_KEY}"}
@@ -69,7 +70,7 @@ def receiver():
 @pytest.fixture
 def slow_sandbox(tmp_path: Path):
     """A sandbox whose tasks take 100 s: tests move a task through its phases with `age`, no sleeping."""
-    server = Sandbox(tmp_path / "slow-sandbox-state", task_seconds=100).start()
+    server = new_sandbox(tmp_path / "slow-sandbox-state", task_seconds=100).start()
     yield server
     server.close()
 
@@ -94,7 +95,7 @@ def wait_for(predicate, timeout: float = 3.0) -> None:
 # -- tests ------------------------------------------------------------------------------------------
 
 def test_every_dialect_is_mounted_under_its_own_prefix(sandbox):
-    assert set(sandbox.dialects) == set(DIALECTS)
+    assert set(sandbox.dialects) == set(DIALECTS) | {"newapi-upstream"}  # new-api without motion control
     for name in DIALECTS:
         assert sandbox.base_url(name) == f"{sandbox.origin}/{name}"
 
@@ -132,13 +133,13 @@ def test_a_failed_task_calls_back_with_its_reason(sandbox, receiver):
 
 
 def test_notified_is_durable_across_a_restart(tmp_path, receiver):
-    first = Sandbox(tmp_path / "state", task_seconds=0.3).start()
+    first = new_sandbox(tmp_path / "state", task_seconds=0.3).start()
     try:
         _submit(first, "a red fox", receiver.url())
         receiver.get()
     finally:
         first.close()
-    second = Sandbox(tmp_path / "state", task_seconds=0.3).start()
+    second = new_sandbox(tmp_path / "state", task_seconds=0.3).start()
     try:
         receiver.assert_quiet(0.4)
     finally:
@@ -147,7 +148,7 @@ def test_notified_is_durable_across_a_restart(tmp_path, receiver):
 
 def test_a_task_that_ended_while_no_sandbox_ran_is_notified_by_the_next_one(tmp_path, receiver):
     # e.g. submitted by one `kling` process, finished after it exited
-    later = Sandbox(tmp_path / "state", task_seconds=0.3)
+    later = new_sandbox(tmp_path / "state", task_seconds=0.3)
     row = later.store.create(task_id="823456789012345678", dialect="kling", kind="t2v", request={"prompt": "x"},
                              external_id=None, seconds=0.0, outcome="succeeded", reason=None,
                              video_id="923456789012345678", callback_url=receiver.url())

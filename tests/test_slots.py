@@ -8,7 +8,8 @@ import httpx
 import pytest
 
 from conftest import TASK_SECONDS
-from kling_cli.sandbox.core import Account, Sandbox
+from kling_cli.sandbox import new_sandbox
+from kling_cli.sandbox.core import Account
 from kling_cli.slots import AUTO_START, Slots
 
 POLL = 0.05  # KLING_POLL_INTERVAL in every test (conftest)
@@ -19,7 +20,7 @@ SLACK = 0.15
 @pytest.fixture
 def limited(tmp_path, add_profile):
     """A sandbox that runs at most 3 tasks at once, whose tasks take 0.3 s give or take, on the default profile."""
-    server = Sandbox(tmp_path / "limited-state", task_seconds=TASK_SECONDS,
+    server = new_sandbox(tmp_path / "limited-state", task_seconds=TASK_SECONDS,
                      account=Account(max_running=3, spread=0.3, seed=5)).start()
     add_profile("limited", server.base_url("kling"))
     yield server

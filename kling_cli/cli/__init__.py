@@ -155,6 +155,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     command = typer.main.get_command(only_invoked(app, args))
     try:
+        if any("\x00" in arg for arg in args):  # only a caller of main() can pass one: a process argv cannot
+            raise typer.BadParameter("an argument contains a NUL character")
         code = command.main(args=args, prog_name="kling", standalone_mode=False)
     except typer.TyperException as exc:
         code = _usage_error(exc, args)

@@ -66,7 +66,7 @@ def dry_run_request(service, kind: str, req) -> tuple[dict[str, Any], Any]:
     wire = service.dialect.build_submit(kind, req)
     resolved = service.resolved
     guess = estimate(resolved.provider, resolved.dialect, kind, wire.json)
-    return {"kind": kind, "method": wire.method, "path": wire.path, "request": wire.json,
+    return {"kind": kind, "model": service.dialect.model_for(kind, req.model), "method": wire.method, "path": wire.path, "request": wire.json,
             "estimate": {"cost": guess.cost.to_json() if guess.cost else None, "unit": guess.unit,
                          "source": guess.source, "for": guess.what}}, guess
 

@@ -33,7 +33,7 @@ class Options:
     def merged(self, later: Options) -> Options:
         """Options given after the subcommand win over (or add to) those given before it."""
         return Options(
-            profile=later.profile or self.profile,
+            profile=later.profile if later.profile is not None else self.profile,
             json=self.json or later.json,
             quiet=self.quiet + later.quiet,
             verbose=self.verbose + later.verbose,
@@ -44,6 +44,23 @@ class Options:
             no_journal=self.no_journal or later.no_journal,
             journal=later.journal or self.journal,
         )
+
+
+def rule(name: str, **limits: Any) -> Callable[[Any], Any]:
+    """A Typer callback applying `kling_cli.rules.<name>` to an option's value: the rules a profile or a CSV
+    cell follows, so a flag is checked the same way (exit 2, the option named)."""
+
+    def callback(value: Any) -> Any:
+        if value is None:
+            return None
+        from kling_cli import rules
+
+        try:
+            return getattr(rules, name)(value, **limits)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+
+    return callback
 
 
 ProfileOpt = Annotated[

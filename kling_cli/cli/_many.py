@@ -16,7 +16,7 @@ from typing import Callable
 
 from kling_cli.cli._common import AppContext
 from kling_cli.downloads import Downloader
-from kling_cli.errors import ExitCode, KlingError, TaskFailed, UsageError, WaitTimeout
+from kling_cli.errors import ExitCode, KlingError, NoVideo, TaskFailed, UsageError, WaitTimeout
 from kling_cli.events import DOWNLOADED, ERROR, FAILED, STATUS, Event, EventLog, Stream
 from kling_cli.manifest import Manifest
 from kling_cli.models import Task, TaskStatus
@@ -78,6 +78,15 @@ def record_files(ctx: AppContext, manifest: Manifest | None) -> Callable[[Event]
                 manifest.update_task(event.task, file=event.file, sha256=event.sha256)
 
     return record
+
+
+def _report_no_video(ctx: AppContext, task: Task, tally: Tally) -> None:
+    error = NoVideo.of(task.id, task.raw)
+    if ctx.out.json_mode:
+        ctx.out.task(task, raw=True)  # the task, its no_video error and the provider's payload, on one line
+    else:
+        ctx.out.error(error)
+    tally.errors.append(error)
 
 
 def start_download(ctx: AppContext, task: Task, plan: DownloadPlan, view: View, tally: Tally,
@@ -161,6 +170,8 @@ def wait_many(
             ctx.running.remove(task.id)
         if task.status is TaskStatus.FAILED:
             _report_failure(ctx, task, tally)
+        elif task.without_video:
+            _report_no_video(ctx, task, tally)
         elif download is not None:
             try:
                 Downloader.check_ready(task, str(download.out_dir))

@@ -13,7 +13,7 @@ from kling_cli.cli._common import AppContext, command
 @command(app, "history", journal_option=True)
 def history(
     ctx: AppContext,
-    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="How many entries.")] = 20,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=100_000, help="How many entries.")] = 20,
     status: Annotated[Optional[str], typer.Option("--status", help="Only entries with this status (queued, "
                                                   "running, succeeded, failed) or journal state (pending, "
                                                   "submitted, refused, uncertain).", show_default=False)] = None,
@@ -46,7 +46,8 @@ def history(
         prompt = str(entry.request.get("prompt") or entry.request.get("params", {}).get("prompt") or "")
         prompt = prompt if len(prompt) <= 50 else prompt[:49] + "…"
         shown = entry.status or entry.state
-        ctx.out.data("\t".join([entry.created_at, entry.task_id or "-", shown, entry.kind, entry.profile, prompt]))
+        ctx.out.data("\t".join([entry.created_at, entry.task_id or "-", shown, entry.kind, entry.model or "-",
+                                entry.profile, prompt]))
     return 0
 
 

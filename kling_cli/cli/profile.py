@@ -9,7 +9,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from kling_cli.cli._app import profile_app
-from kling_cli.cli._common import AppContext, command
+from kling_cli.cli._common import AppContext, command, rule
 from kling_cli.errors import ConfigError, UsageError
 from kling_cli.presets import DIALECTS, PRESETS, SANDBOX_PROFILE
 
@@ -69,8 +69,8 @@ def profile_add(
     name: NameArg,
     provider: Annotated[ProviderChoice, typer.Option("--provider", help="Which provider preset.",
                                                      show_default=False)],
-    base_url: Annotated[Optional[str], typer.Option("--base-url", help="API base URL (default: the provider's).",
-                                                    show_default=False)] = None,
+    base_url: Annotated[Optional[str], typer.Option("--base-url", callback=rule("http_url"), help="API base URL "
+                                                    "(default: the provider's).", show_default=False)] = None,
     dialect: Annotated[Optional[DialectChoice], typer.Option("--dialect", help="Wire format (required for "
                                                              "--provider custom).", show_default=False)] = None,
     api_key_file: Annotated[Optional[str], typer.Option("--api-key-file", metavar="PATH|-", help="Read the API key "
@@ -88,10 +88,10 @@ def profile_add(
                                                                help="Read the official API's webhook secret "
                                                                "(whsec_...), used by `kling callback`.",
                                                                show_default=False)] = None,
-    timeout: Annotated[Optional[float], typer.Option("--timeout", min=0.1, help="Seconds per HTTP request.",
-                                                     show_default=False)] = None,
-    retries: Annotated[Optional[int], typer.Option("--retries", min=0, help="Retries of a failed request.",
-                                                   show_default=False)] = None,
+    timeout: Annotated[Optional[float], typer.Option("--timeout", callback=rule("http_timeout"), help="Seconds per "
+                                                     "HTTP request, 0.1-3600.", show_default=False)] = None,
+    retries: Annotated[Optional[int], typer.Option("--retries", callback=rule("retries"), help="Retries of a "
+                                                   "failed request, 0-10.", show_default=False)] = None,
     default: Annotated[bool, typer.Option("--default", help="Make it the default profile.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing profile of that name.")] = False,
 ) -> int:
@@ -109,8 +109,6 @@ def profile_add(
     preset = PRESETS[provider.value]
     if provider.value == "custom" and (dialect is None or base_url is None):
         raise UsageError("--provider custom needs --dialect and --base-url")
-    if base_url is not None and not base_url.startswith(("http://", "https://")):
-        raise UsageError(f"--base-url must be an http:// or https:// URL, got {base_url!r}")
     if api_key_file and (access_key or secret_key_file):
         raise UsageError("give either --api-key-file or --access-key with --secret-key-file, not both")
     if bool(access_key) != bool(secret_key_file):

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from kling_cli.cli._app import sandbox_app
-from kling_cli.cli._common import AppContext, command
+from kling_cli.cli._common import AppContext, command, rule
 
 
 @command(sandbox_app, "serve")
@@ -16,15 +16,17 @@ def sandbox_serve(
     ctx: AppContext,
     host: Annotated[str, typer.Option("--host", help="Address to listen on (keep it loopback).")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port (0: any free port).")] = 8765,
-    task_seconds: Annotated[Optional[float], typer.Option("--task-seconds", min=0.0, help="How long each emulated "
-                                                          "task takes (default 4).", show_default=False)] = None,
+    task_seconds: Annotated[Optional[float], typer.Option("--task-seconds", callback=rule("task_seconds"), help="How "
+                                                          "long each emulated task takes (default 4).",
+                                                          show_default=False)] = None,
     state_dir: Annotated[Optional[Path], typer.Option("--state-dir", help="Where tasks are kept (default: the data "
                                                       "dir's sandbox/, shared with --profile sandbox).",
                                                       show_default=False)] = None,
     latency: Annotated[Optional[str], typer.Option("--latency", metavar="DURATION", help="Answer every API request "
                                                    "this late, e.g. 100ms (a slow network or provider).",
                                                    show_default=False)] = None,
-    retry_after: Annotated[Optional[float], typer.Option("--retry-after", metavar="S", min=0.0, help="Send "
+    retry_after: Annotated[Optional[float], typer.Option("--retry-after", metavar="S",
+                                                         callback=rule("number", low=0, high=3600), help="Send "
                                                          "Retry-After: S with every 429 (the providers document "
                                                          "none, so by default none is sent).",
                                                          show_default=False)] = None,
@@ -44,8 +46,8 @@ def sandbox_serve(
     """
     from kling_cli.config import data_dir, load_config
     from kling_cli.presets import SANDBOX_ACCESS_KEY, SANDBOX_API_KEY, SANDBOX_SECRET_KEY
-    from kling_cli.sandbox import task_seconds_setting
-    from kling_cli.sandbox.core import Account, Sandbox
+    from kling_cli.sandbox import new_sandbox, task_seconds_setting
+    from kling_cli.sandbox.core import Account
     from kling_cli.waiting import parse_duration
 
     delay = parse_duration(latency) if latency is not None else 0.0
@@ -54,9 +56,10 @@ def sandbox_serve(
         settings["task_seconds"] = task_seconds
     log = (lambda line: ctx.out.debug(line)) if ctx.opts.verbose else None
     try:
-        sandbox = Sandbox(state_dir or data_dir() / "sandbox", task_seconds=task_seconds_setting(settings),
-                          host=host, port=port, log=log, latency=delay, retry_after=retry_after,
-                          account=Account(max_running=max_running, spread=task_spread, failure_rate=failure_rate))
+        sandbox = new_sandbox(state_dir or data_dir() / "sandbox", task_seconds=task_seconds_setting(settings),
+                              host=host, port=port, log=log, latency=delay, retry_after=retry_after,
+                              account=Account(max_running=max_running, spread=task_spread,
+                                              failure_rate=failure_rate))
     except OSError as exc:
         from kling_cli.errors import UsageError
 

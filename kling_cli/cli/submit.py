@@ -10,7 +10,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from kling_cli.cli._app import submit_app
-from kling_cli.cli._common import AppContext, command
+from kling_cli.cli._common import AppContext, command, rule
 from kling_cli.errors import UsageError
 
 
@@ -20,9 +20,15 @@ class Mode(str, Enum):
 
 
 class AspectRatio(str, Enum):
+    """Every ratio some provider takes; preflight checks the profile's dialect takes it."""
+
     landscape = "16:9"
     portrait = "9:16"
     square = "1:1"
+    classic = "4:3"
+    classic_portrait = "3:4"
+    photo = "3:2"
+    photo_portrait = "2:3"
 
 
 class Orientation(str, Enum):
@@ -30,8 +36,9 @@ class Orientation(str, Enum):
     video = "video"
 
 
-ModelOpt = Annotated[Optional[str], typer.Option("--model", help="Model name, e.g. kling-v2-6 (default: the "
-                                                 "profile's, else the provider's).", show_default=False)]
+ModelOpt = Annotated[Optional[str], typer.Option("--model", help="Model name, e.g. kling-v3 (default: the "
+                                                 "profile's, else kling-v2-6 on every provider).",
+                                                 show_default=False)]
 ModeOpt = Annotated[Optional[Mode], typer.Option("--mode", help="std (720p) or pro (1080p).", show_default=False)]
 CallbackOpt = Annotated[Optional[str], typer.Option("--callback-url", help="URL the provider POSTs the result to.",
                                                     show_default=False)]
@@ -44,8 +51,9 @@ ExtraOpt = Annotated[Optional[list[str]], typer.Option(
 WaitOpt = Annotated[bool, typer.Option("--wait", help="Wait for the task to finish.")]
 TimeoutOpt = Annotated[str, typer.Option("--timeout", help="With --wait: give up waiting after this long (90s, "
                                          "20m, 1h); the task keeps running.")]
-IntervalOpt = Annotated[Optional[float], typer.Option("--interval", min=0.5, help="Poll every S seconds "
-                                                      "(default: 2 s growing to 30 s).", show_default=False)]
+IntervalOpt = Annotated[Optional[float], typer.Option("--interval", callback=rule("poll_interval"), help="Poll every "
+                                                      "S seconds, 0.5-3600 (default: 2 s growing to 30 s).",
+                                                      show_default=False)]
 DownloadOpt = Annotated[Optional[Path], typer.Option("--download", metavar="DIR", help="Wait, then download the "
                                                      "videos into DIR.", show_default=False)]
 
@@ -55,6 +63,7 @@ def parse_extra(items: list[str] | None) -> dict[str, Any]:
 
     fields: dict[str, Any] = {}
     for item in items or []:
+        _flag("extra", item, "text")
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise UsageError(f"--extra {item!r}: expected KEY=VALUE",
@@ -68,6 +77,7 @@ def _camera(text: str | None) -> dict[str, Any] | None:
 
     if text is None:
         return None
+    _flag("camera_control", text, "text")
     try:
         return json_object(text, "--camera-control")
     except ValueError as exc:
@@ -115,11 +125,22 @@ _PROFILE_DEFAULTS = {
 }
 
 
+def _flag(name: str, value: Any, check: str = "submit_option", label: str | None = None) -> Any:
+    """A submit flag's value, checked by the same rule (`kling_cli.rules`) as a profile default or a CSV cell."""
+    from kling_cli import rules
+
+    try:
+        return rules.submit_option(name, value) if check == "submit_option" else getattr(rules, check)(value)
+    except ValueError as exc:
+        raise UsageError(f"{label or '--' + name.replace('_', '-')} {exc}", hint="nothing was sent") from None
+
+
 def _defaults(ctx: AppContext, kind: str, flags: dict[str, Any]) -> dict[str, Any]:
-    """Flags given on the command line, over the profile's defaults."""
+    """Flags given on the command line (checked), over the profile's defaults (checked when it was loaded)."""
+    given = {k: v if k == "extra" else _flag(k, v) for k, v in flags.items() if v is not None and v != {}}
     profile = ctx.resolved().defaults
     merged = {field: profile[key] for key, field in _PROFILE_DEFAULTS[kind].items() if key in profile}
-    merged.update({k: v for k, v in flags.items() if v is not None and v != {}})
+    merged.update(given)
     return merged
 
 
@@ -156,7 +177,7 @@ _GROUPS = {"follow": _Follow, "batch": _Batch}
 def _run(ctx: AppContext, kind: str, fields: dict[str, Any], batch: _Batch, follow: _Follow, build) -> int:
     from kling_cli.waiting import parse_duration
 
-    deadline = parse_duration(follow.timeout)
+    deadline = _flag("timeout", parse_duration(follow.timeout), "wait_timeout")
     defaults = _defaults(ctx, kind, fields)
     if batch.from_csv is not None:
         from kling_cli.cli._batch import RunOptions, batch_options, run_batch
@@ -225,17 +246,19 @@ def _submit(ctx: AppContext, kind: str, req: Any, follow: _Follow, deadline: flo
 @command(submit_app, "t2v", task_options=True, groups=_GROUPS)
 def submit_t2v(
     ctx: AppContext,
-    prompt: Annotated[Optional[str], typer.Argument(help="What the video shows (at most 2500 characters).",
-                                                    show_default=False)] = None,
+    prompt: Annotated[Optional[str], typer.Argument(help="What the video shows (at most 2500 characters; 500 on "
+                                                    "CometAPI).", show_default=False)] = None,
     model: ModelOpt = None,
     mode: ModeOpt = None,
-    duration: Annotated[Optional[int], typer.Option("--duration", min=3, max=15, help="Seconds: 5 or 10 "
-                                                    "(3-15 on kling-v3).", show_default=False)] = None,
-    aspect_ratio: Annotated[Optional[AspectRatio], typer.Option("--aspect-ratio", show_default=False)] = None,
+    duration: Annotated[Optional[int], typer.Option("--duration", help="Seconds: 5 or 10 (3-15 on kling-v3).",
+                                                    show_default=False)] = None,
+    aspect_ratio: Annotated[Optional[AspectRatio], typer.Option("--aspect-ratio", help="16:9, 9:16 or 1:1; "
+                                                                "CometAPI also takes 4:3, 3:4, 3:2, 2:3.",
+                                                                show_default=False)] = None,
     negative_prompt: Annotated[Optional[str], typer.Option("--negative-prompt", help="What to avoid.",
                                                            show_default=False)] = None,
-    cfg_scale: Annotated[Optional[float], typer.Option("--cfg-scale", min=0.0, max=1.0, help="Prompt adherence, "
-                                                       "0-1 (not on kling-v2.x).", show_default=False)] = None,
+    cfg_scale: Annotated[Optional[float], typer.Option("--cfg-scale", help="Prompt adherence, 0-1 (not on "
+                                                       "kling-v2.x).", show_default=False)] = None,
     camera_control: Annotated[Optional[str], typer.Option("--camera-control", metavar="JSON", help="Camera "
                                                           "movement, as Kling's camera_control object.",
                                                           show_default=False)] = None,
@@ -255,6 +278,10 @@ def submit_t2v(
     if (prompt is None) == (batch.from_csv is None):
         raise UsageError("give either a PROMPT or --from-csv FILE", hint='kling submit t2v "a red fox" or '
                          "kling submit t2v --from-csv jobs.csv")
+    if prompt is not None:
+        _flag("prompt", prompt, label="PROMPT")
+    if external_id is not None:
+        _flag("external_id", external_id)
     fields = {"model": model, "mode": mode.value if mode else None, "duration": duration,
               "aspect_ratio": aspect_ratio.value if aspect_ratio else None, "negative_prompt": negative_prompt,
               "cfg_scale": cfg_scale, "camera_control": _camera(camera_control), "callback_url": callback_url,
@@ -315,6 +342,8 @@ def submit_motion(
 
     if external_id and batch.from_csv:
         raise UsageError("--external-id names one task: with --from-csv use an external_id column")
+    if external_id is not None:
+        _flag("external_id", external_id)
     fields = {"image": image, "video": video, "orientation": orientation.value if orientation else None,
               "mode": mode.value if mode else None, "prompt": prompt, "keep_sound": keep_sound, "model": model,
               "callback_url": callback_url, "extra": parse_extra(extra)}

@@ -60,6 +60,9 @@ def status(ctx: AppContext, task_id: TaskIdArg, kind: KindOpt = None) -> int:
 
     Example: kling status 866889456698785798 --json
     """
+    from kling_cli.taskrefs import check_id
+
+    check_id(task_id, "TASK_ID")
     task = ctx.service().get(task_id, kind.value if kind else None)
     ctx.out.task(task, detail=True)
     return 0
@@ -81,7 +84,7 @@ def batch_status(
     Example: kling batch-status --from manifest.csv --json
     """
     from kling_cli.cli._tables import print_status_table
-    from kling_cli.errors import ExitCode, KlingError
+    from kling_cli.errors import ExitCode, KlingError, TaskFailed
     from kling_cli.models import TaskStatus
     from kling_cli.progress import summary_line
 
@@ -107,8 +110,13 @@ def batch_status(
         manifest.flush(force=True)
     ctx.out.info(summary_line(counts))
     if errors:
+        if not ctx.out.json_mode:  # (with --json each failed query already is an error object on stdout)
+            ctx.out.error(KlingError(f"{len(errors)} of {len(refs)} queries failed; the first: {errors[0].message}",
+                                     hint=errors[0].hint))
         return int(errors[0].exit_code)
     if check and counts.get(TaskStatus.FAILED.value):
+        failed = [ref.id for ref in refs if getattr(results[ref.id], "status", None) is TaskStatus.FAILED]
+        ctx.out.error(TaskFailed(f"{len(failed)} of {len(refs)} tasks failed (--check)", extra={"task_ids": failed}))
         return int(ExitCode.TASK_FAILED)
     return 0
 

@@ -79,6 +79,12 @@ class Entry:
     timing_key: str | None = None
     callback_at: str | None = None
 
+    @property
+    def model(self) -> str | None:
+        """The model the request named (`model_name` on the Kling-format bodies, `model` on AceData's text to
+        video and aigw's)."""
+        return model_of(self.request)
+
     def to_task(self) -> Task:
         """The task as the journal last saw it (a rerun uses this instead of asking again)."""
         body = {"id": self.task_id, "kind": self.kind, "status": self.status or "unknown",
@@ -88,17 +94,23 @@ class Entry:
                 "created_at": self.task_created_at, "updated_at": self.finished_at}
         task = Task.from_json(body)
         task.request = self.request
+        task.model = self.model
         return task
 
     def to_json(self) -> dict[str, Any]:
         return {
             "entry": self.id, "task_id": self.task_id, "external_id": self.external_id, "state": self.state,
-            "status": self.status, "raw_status": self.raw_status, "kind": self.kind, "profile": self.profile,
-            "provider": self.provider, "dialect": self.dialect, "error": self.error, "videos": self.videos,
+            "status": self.status, "raw_status": self.raw_status, "kind": self.kind, "model": self.model,
+            "profile": self.profile, "provider": self.provider, "dialect": self.dialect, "error": self.error, "videos": self.videos,
             "cost": self.cost, "files": self.files, "batch": self.batch, "row": self.row,
             "request": self.request, "created_at": self.created_at, "updated_at": self.updated_at,
             "task_created_at": self.task_created_at, "finished_at": self.finished_at,
         }
+
+
+def model_of(request: dict[str, Any]) -> str | None:
+    model = request.get("model_name") or request.get("model")
+    return model if isinstance(model, str) else None
 
 
 def _entry(row: Mapping[str, Any]) -> Entry:
@@ -384,13 +396,22 @@ class Journal:
 
     def kinds(self, task_ids: list[str]) -> dict[str, str]:
         """The kind of each of these tasks that this journal recorded, in a few queries."""
-        found: dict[str, str] = {}
+        return dict(self._column("kind", task_ids))
+
+    def models(self, task_ids: list[str]) -> dict[str, str]:
+        """The model each of these tasks was submitted with, for those this journal recorded."""
+        found = ((task_id, model_of(json.loads(request))) for task_id, request in self._column("request", task_ids))
+        return {task_id: model for task_id, model in found if model}
+
+    def _column(self, column: str, task_ids: list[str]) -> list[tuple[str, Any]]:
+        found: list[tuple[str, Any]] = []
         with self._lock:
             if self._closed:
                 return found
             for chunk in _chunks(task_ids):
-                rows = self._run(f"SELECT task_id, kind FROM submissions WHERE task_id IN ({_marks(chunk)})", chunk)
-                found.update({row["task_id"]: row["kind"] for row in rows[0]})
+                rows = self._run(f"SELECT task_id, {column} FROM submissions WHERE task_id IN ({_marks(chunk)})",
+                                 chunk)
+                found += [(row["task_id"], row[column]) for row in rows[0]]
         return found
 
     def history(self, *, limit: int | None = 20, status: str | None = None, profile: str | None = None,

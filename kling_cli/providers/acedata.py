@@ -8,7 +8,9 @@ Wire facts (aigw-newapi-acedata.md §3, seed 003):
 - `POST /kling/tasks` with `{"id", "action": "retrieve"}`, or `{"ids": [...], "action": "retrieve_batch"}`
   for many at once (`{"items": [...], "count": n}`); an unknown id answers `{}`;
 - the record: no `response` yet = pending; `response.success` true with `video_url` = done (`state`
-  "succeed"); `success` false, an `error`, or a failed `state` = failed (`response.error.message`);
+  "succeed"); `success` false, an `error`, or a failed `state` = failed (`response.error.message`); a
+  top-level `state` of failed, error or cancelled ends the task whatever the response holds (AceData's
+  MCP server reads it so), its reason taken from wherever the record carries one;
   `created_at`/`finished_at` are float seconds; the record's top-level `duration` is the job's elapsed
   time, `response.duration` the video's length;
 - errors: `{"success": false, "error": {"code", "message"}, "trace_id"}`; `used_up` is an exhausted
@@ -45,6 +47,7 @@ from kling_cli.providers.base import (
 RUNNING_STATES = {"processing", "running"}
 QUEUED_STATES = {"submitted", "pending", "queued"}
 FAILED_STATES = {"failed", "error", "cancelled", "canceled"}
+DONE_STATES = {"succeed", "succeeded", "success", "completed", "complete"}
 TYPE_KINDS = {"videos": "t2v", "motion": "motion"}
 
 _ERRORS: dict[str, tuple[type[ApiError], str, bool, str | None]] = {
@@ -77,7 +80,7 @@ class AceDataDialect(Dialect):
         if isinstance(req, T2VRequest):
             body = drop_none({
                 "action": "text2video",
-                "model": req.model,
+                "model": self.model_for(kind, req.model),
                 "prompt": req.prompt,
                 "negative_prompt": req.negative_prompt,
                 "cfg_scale": req.cfg_scale,
@@ -91,7 +94,7 @@ class AceDataDialect(Dialect):
         else:
             keep = None if req.keep_sound is None else ("yes" if req.keep_sound else "no")
             body = drop_none({
-                "model_name": req.model,
+                "model_name": self.model_for(kind, req.model),
                 "prompt": req.prompt,
                 "image_url": req.image.value,
                 "video_url": req.video.value,
@@ -139,9 +142,18 @@ class AceDataDialect(Dialect):
         updated = epoch_to_iso(payload.get("finished_at"), unit="s") or epoch_to_iso(payload.get("started_at"),
                                                                                        unit="s") or created
         request = payload.get("request")
+        request = request if isinstance(request, dict) else None
+        model = (request.get("model_name") or request.get("model")) if request else None
         task = Task(id=to_str_id(payload.get("id")) or task_id or "", kind=kind, status=TaskStatus.QUEUED,
-                    created_at=created, updated_at=updated, raw=payload,
-                    request=request if isinstance(request, dict) else None)
+                    created_at=created, updated_at=updated, raw=payload, request=request,
+                    model=model if isinstance(model, str) else None)
+        # AceData's MCP server reads a top-level `state` of failed/error/cancelled as the end, whatever the
+        # response says (kling/tools/task_tools.py): a record may end that way with an empty response.
+        outer_state = payload.get("state")
+        if isinstance(outer_state, str) and outer_state.lower() in FAILED_STATES:
+            task.status, task.raw_status = TaskStatus.FAILED, outer_state
+            task.error = _failure(payload, response, outer_state)
+            return task
         if response is None:
             return task  # accepted, not started: the record has no response yet
         if not isinstance(response, dict):
@@ -149,22 +161,22 @@ class AceDataDialect(Dialect):
             return task
         state = response.get("state")
         task.raw_status = state if isinstance(state, str) else None
-        error = response.get("error")
         success = response.get("success")
         url = text_or_none(response.get("video_url"))
-        if success is False or error or state in FAILED_STATES:
+        if success is False or response.get("error") or state in FAILED_STATES:
             task.status = TaskStatus.FAILED
-            message = text_or_none(dig(error, "message")) or text_or_none(error) or "the provider gave no reason"
-            task.error = TaskError(code=text_or_none(dig(error, "code")), message=message)
-        elif success is True and url:
+            task.error = _failure(payload, response, state)
+        elif success is True and (url or state in DONE_STATES or payload.get("finished_at") is not None):
+            # without a URL: the provider says it is done and names no video (the service reports that)
             task.status = TaskStatus.SUCCEEDED
             task.progress = 1.0
             task.videos = [Video(id=to_str_id(response.get("video_id")), url=url,
-                                 duration=to_number(response.get("duration")))]
+                                 duration=to_number(response.get("duration")))] if url else []
         elif state in QUEUED_STATES:
             task.status = TaskStatus.QUEUED
         elif state is None or state in RUNNING_STATES or success is True:
-            # success without a URL yet is not done: require the video (Nexior does the same)
+            # `{"success": true, "task_id"}` alone is the acknowledgement of a task still running (AceData's SDK
+            # and web client treat it so): done needs the video, a done state, or `finished_at`
             task.status = TaskStatus.RUNNING
         else:
             task.status = TaskStatus.UNKNOWN
@@ -193,3 +205,16 @@ class AceDataDialect(Dialect):
         if dig(payload, "success") is False and reply.request_path != "/kling/tasks":
             return RequestRejected("AceData refused the request (no reason given)", status=reply.status)
         return generic_error(reply)
+
+
+def _failure(record: dict[str, Any], response: Any, state: Any) -> TaskError:
+    """The reason from wherever the record carries one: the response's error (an object or a string), the
+    record's own error, or a message beside it."""
+    for error in (dig(response, "error"), record.get("error")):
+        message = text_or_none(dig(error, "message")) or text_or_none(error)
+        if message:
+            return TaskError(code=text_or_none(dig(error, "code")), message=message)
+    message = text_or_none(dig(response, "message")) or text_or_none(record.get("message"))
+    word = state.lower() if isinstance(state, str) and state.lower() in FAILED_STATES else None
+    return TaskError(code=word, message=message or (f"AceData marked the task {word}" if word else
+                                                    "the provider gave no reason"))

@@ -1,8 +1,10 @@
-"""The "aigw" gateway (`/open/aigw/gateway/...`), known from one public page (seed 000).
+"""The "aigw" gateway (`/open/aigw/gateway/...`), known from its public pages (seed 000, motion control; the
+img2video and subject-reference pages of the same site).
 
 Documented: `POST /open/aigw/gateway/generations` returns a `taskNo`; `GET /open/aigw/gateway/generationTask
 ?taskNo=` answers `{"code": 1000, "message": "success", "data": {...}}` with `status` pending, processing,
-success or failed, `createTime` as "YYYY-MM-DD HH:MM:SS", the video at `data.data.result.video_url`,
+success or failed, `createTime` as "YYYY-MM-DD HH:MM:SS", the video at `data.data.result.video_url`
+(motion control) or `data.data.result` as a list of URLs (the gateway's img2video and subject-reference pages),
 `usage.totalPoints` (the cost) and `error` (the reason); the motion model is `kling_2.6_motion_control`;
 callbacks are signed `sign = SHA256(taskNo + timestamp + apiKey)`.
 
@@ -43,7 +45,8 @@ from kling_cli.providers.base import (
 )
 
 OK_CODE = 1000
-DEFAULT_MODELS = {"t2v": "kling_2.6_text_to_video", "motion": "kling_2.6_motion_control"}
+#: the gateway's names for the default model (kling-v2-6) of each kind; only the motion one is documented
+GATEWAY_MODELS = {"t2v": "kling_2.6_text_to_video", "motion": "kling_2.6_motion_control"}
 STATUS_MAP = {
     "pending": TaskStatus.QUEUED,
     "processing": TaskStatus.RUNNING,
@@ -74,7 +77,7 @@ class AigwDialect(Dialect):
         return {header: f"{prefix}{creds.api_key}"}
 
     def model_for(self, kind: str, requested: str | None) -> str:
-        return requested or self._option(f"{kind}_model", DEFAULT_MODELS[kind])
+        return requested or self._option(f"{kind}_model", GATEWAY_MODELS[kind])
 
     def build_submit(self, kind: str, req: T2VRequest | MotionRequest) -> WireRequest:
         if isinstance(req, T2VRequest):
@@ -118,8 +121,7 @@ class AigwDialect(Dialect):
     def parse_submit(self, kind: str, reply: Reply) -> Task:
         payload = reply.payload
         data = dig(payload, "data")
-        task_no = to_str_id(dig(data, "taskNo")) or (to_str_id(data) if isinstance(data, (str, int)) else None) \
-            or to_str_id(dig(payload, "taskNo"))
+        task_no = _task_no(payload)
         if not task_no:
             return unknown_task(kind, None, payload)
         return Task(id=task_no, kind=kind, status=TaskStatus.QUEUED, raw_status=text_or_none(dig(data, "status")),
@@ -132,6 +134,15 @@ class AigwDialect(Dialect):
         return parse_aigw_task(kind, data, payload, task_id=task_id)
 
     def error_for(self, reply: Reply) -> ApiError | None:
+        error = self._error(reply)
+        if error is not None and isinstance(reply.payload, dict) and 200 <= reply.status < 300 \
+                and not _task_no(reply.payload):
+            # an HTTP 200 whose code is not 1000 and that names no taskNo is the gateway saying no (e.g.
+            # insufficient points): nothing was created
+            error.refusal = True
+        return error
+
+    def _error(self, reply: Reply) -> ApiError | None:
         payload = reply.payload
         code = dig(payload, "code")
         if code == OK_CODE and 200 <= reply.status < 300:
@@ -155,6 +166,12 @@ class AigwDialect(Dialect):
         return RequestRejected(text, **kwargs)
 
 
+def _task_no(payload: Any) -> str | None:
+    data = dig(payload, "data")
+    return to_str_id(dig(data, "taskNo")) or (to_str_id(data) if isinstance(data, (str, int)) else None) \
+        or to_str_id(dig(payload, "taskNo"))
+
+
 def parse_aigw_task(kind: str, data: dict[str, Any], payload: Any, *, task_id: str | None = None) -> Task:
     """A task from a query's `data`, or a callback body (same fields at the top level)."""
     raw_status = data.get("status")
@@ -162,7 +179,6 @@ def parse_aigw_task(kind: str, data: dict[str, Any], payload: Any, *, task_id: s
     model = data.get("model")
     if isinstance(model, str):
         kind = "motion" if "motion" in model else "t2v"
-    url = text_or_none(dig(data, "data", "result", "video_url"))
     error = None
     if status is TaskStatus.FAILED:
         reason = text_or_none(data.get("error")) or text_or_none(dig(data, "data", "error_info"))
@@ -174,14 +190,28 @@ def parse_aigw_task(kind: str, data: dict[str, Any], payload: Any, *, task_id: s
         kind=kind,
         status=status,
         raw_status=raw_status if isinstance(raw_status, str) else None,
+        model=model if isinstance(model, str) else None,
         progress=1.0 if status is TaskStatus.SUCCEEDED else None,
-        videos=[Video(id=to_str_id(dig(data, "data", "task_id")), url=url)] if url else [],
+        videos=_videos(dig(data, "data", "result"), to_str_id(dig(data, "data", "task_id"))),
         error=error,
         created_at=created,
         updated_at=epoch_to_iso(data.get("timestamp"), unit="s") or created,
         cost=Cost(points, "points") if points is not None else None,
         raw=payload,
     )
+
+
+def _videos(result: Any, worker_id: str | None) -> list[Video]:
+    """`result` is `{"video_url": ...}` for motion control, but a list of URLs for the gateway's img2video and
+    subject-reference models (their pages' query and callback examples): both are read."""
+    if isinstance(result, dict):
+        urls = [result.get("video_url")]
+    elif isinstance(result, list):
+        urls = [item.get("video_url") or item.get("url") if isinstance(item, dict) else item for item in result]
+    else:
+        urls = []
+    found = [text_or_none(url) for url in urls if isinstance(url, str)]
+    return [Video(id=worker_id if len(found) == 1 else None, url=url) for url in found if url]
 
 
 def _gateway_time(value: Any) -> str | None:

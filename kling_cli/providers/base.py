@@ -20,7 +20,7 @@ from kling_cli.errors import (
     RequestRejected,
     Unsupported,
 )
-from kling_cli.models import MotionRequest, T2VRequest, Task, TaskStatus
+from kling_cli.models import DEFAULT_MODELS, MotionRequest, T2VRequest, Task, TaskStatus
 
 
 @dataclass
@@ -57,15 +57,22 @@ class Dialect:
     kinds: frozenset[str] = frozenset({"t2v", "motion"})
     #: the provider can find a task by the client's external id (so a lost submit can be reconciled)
     lookup_by_external_id = False
+    #: ... and finding none proves the submit created nothing, so it may be sent again (same external id)
+    lookup_miss_is_absence = True
     #: the motion subject image may be sent inline as raw base64 (else it must be a URL)
     image_base64 = True
     #: the motion reference video may be sent inline as base64 (else it must be a URL)
     video_base64 = False
     prompt_limit = 2500
+    negative_prompt_limit = 2500
+    #: the text-to-video aspect ratios the provider takes
+    aspect_ratios: tuple[str, ...] = ("16:9", "9:16", "1:1")
     #: a motion-control task needs a non-empty prompt here
     prompt_required = False
     #: how many ids one batch query may carry; 0 when the provider has no batch query
     batch_size = 0
+    #: kinds whose body reaches Kling without the model (the gateway routes and bills by it, then drops it)
+    drops_model: frozenset[str] = frozenset()
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         self.options = dict(options or {})
@@ -79,6 +86,10 @@ class Dialect:
                 code="bad_credentials",
             )
         return {"Authorization": f"Bearer {creds.api_key}"}
+
+    def model_for(self, kind: str, requested: str | None) -> str:
+        """The model name sent: the one asked for (--model, a CSV cell, the profile), else the default."""
+        return requested or DEFAULT_MODELS[kind]
 
     def build_submit(self, kind: str, req: T2VRequest | MotionRequest) -> WireRequest:
         raise NotImplementedError
@@ -109,6 +120,16 @@ class Dialect:
 
 
 # --- helpers shared by the dialects -------------------------------------------------------------
+
+
+def segment(value: str) -> str:
+    """One URL path segment from data (a task id, an external id): every character that could end it or
+    change its meaning is percent-encoded, dots included where they would form a dot segment. So whatever an
+    id looks like, the request stays on the endpoint it was built for."""
+    from urllib.parse import quote
+
+    encoded = quote(value, safe="")
+    return encoded.replace(".", "%2E") if encoded in (".", "..") else encoded
 
 
 def dig(value: Any, *keys: str | int) -> Any:

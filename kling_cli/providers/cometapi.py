@@ -7,7 +7,7 @@ the query is `GET /kling/v1/{action}/{action2}/{task_id}`; errors CometAPI raise
 a wrong path answers a 301 or an HTML page, not JSON; a 500 with code `invalid_request` is a malformed
 request, not an outage. Motion control is not documented there: it is tried at the official path, and a
 404 means the provider does not offer it. Some locales document the new-api TaskDto shape for queries,
-so both shapes are read.
+so both shapes are read. A task can be queried by its `external_task_id` too (text-to-video reference).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 from kling_cli.credentials import Credentials
 from kling_cli.errors import ApiError, AuthRejected, ProviderUnavailable, RequestRejected, Unsupported
-from kling_cli.models import Task
+from kling_cli.models import ASPECT_RATIOS, Task
 from kling_cli.providers.base import Dialect, Reply, dig, generic_error, text_or_none
 from kling_cli.providers.kling import KlingDialect
 from kling_cli.providers.newapi import parse_task_dto
@@ -27,8 +27,16 @@ _BALANCE = {"insufficient_user_quota", "quota_not_enough", "insufficient_quota"}
 class CometApiDialect(KlingDialect):
     name = "cometapi"
     prefix = "/kling"
-    # Not documented: a lost submit cannot be looked up by external id, it is reported instead.
-    lookup_by_external_id = False
+    # CometAPI's text-to-video reference: prompt "Maximum 500 characters", negative prompt "Maximum 200", aspect
+    # ratio "16:9, 9:16, 1:1, 4:3, 3:4, 3:2, 2:3"
+    prompt_limit = 500
+    negative_prompt_limit = 200
+    aspect_ratios = ASPECT_RATIOS
+    # Its text-to-video reference: external_task_id "can be used to query tasks" (in the query path, as on the
+    # official API). That a miss means the submit created nothing is not documented: a lost submit found is
+    # reconciled, one not found stays uncertain and is not sent again.
+    lookup_by_external_id = True
+    lookup_miss_is_absence = False
 
     def auth_headers(self, creds: Credentials) -> dict[str, str]:
         return Dialect.auth_headers(self, creds)

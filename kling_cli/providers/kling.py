@@ -32,6 +32,7 @@ from kling_cli.providers.base import (
     dig,
     drop_none,
     generic_error,
+    segment,
     text_or_none,
     unknown_task,
 )
@@ -134,7 +135,7 @@ class KlingDialect(Dialect):
         if isinstance(req, T2VRequest):
             body = drop_none(
                 {
-                    "model_name": req.model,
+                    "model_name": self.model_for(kind, req.model),
                     "prompt": req.prompt,
                     "negative_prompt": req.negative_prompt,
                     "cfg_scale": req.cfg_scale,
@@ -151,7 +152,7 @@ class KlingDialect(Dialect):
             keep = None if req.keep_sound is None else ("yes" if req.keep_sound else "no")
             body = drop_none(
                 {
-                    "model_name": req.model,
+                    "model_name": self.model_for(kind, req.model),
                     "prompt": req.prompt,
                     "image_url": req.image.value if req.image.is_url else req.image_base64,
                     "video_url": req.video.value,
@@ -166,11 +167,11 @@ class KlingDialect(Dialect):
         return WireRequest("POST", self._path(kind), json=body, creates_task=True)
 
     def build_get(self, kind: str, task_id: str) -> WireRequest:
-        return WireRequest("GET", self._path(kind, f"/{task_id}"))
+        return WireRequest("GET", self._path(kind, f"/{segment(task_id)}"))
 
     def build_get_by_external_id(self, kind: str, external_id: str) -> WireRequest:
         # "Choose either task_id or external_task_id for querying; fill the value directly in the path."
-        return WireRequest("GET", self._path(kind, f"/{external_id}"))
+        return WireRequest("GET", self._path(kind, f"/{segment(external_id)}"))
 
     def parse_submit(self, kind: str, reply: Reply) -> Task:
         return self.parse_task(kind, reply.payload)

@@ -2,7 +2,7 @@
 in new-api's own shapes.
 
 Wire facts (aigw-newapi-acedata.md §2, kling-official-cometapi.md §2, seeds 001/002):
-- the model name routes the request: it must be present (default below), `duration` must be a string
+- the model name routes the request: it must be present, `duration` must be a string
   (a number is an HTTP 500), and the prompt must be non-empty even for motion control, although the docs
   call it optional; `aspect_ratio` defaults to 1:1 on the gateway, not Kling's 16:9, so it is always sent;
 - a submit answers in one of four shapes depending on the build (bare `task_id`; Kling envelope plus a
@@ -12,7 +12,9 @@ Wire facts (aigw-newapi-acedata.md §2, kling-official-cometapi.md §2, seeds 00
   the video URL in `result_url`, the inner task, or (older builds) `fail_reason`, and on failure
   `fail_reason` may just say "SUCCEED": the reason is the inner `task_status_msg`;
 - errors are `{"code": "<snake>", "message", "data": null}` or `{"error": {"message", "type", "code"}}`;
-  an unknown task is HTTP 400 `task_not_exist`.
+  an unknown task is HTTP 400 `task_not_exist`;
+- motion control is a fork's route (ezmodel's): upstream new-api answers it as a path it does not route
+  (404 "Invalid URL", its web page, or a 301), which means the gateway does not offer motion control.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from kling_cli.errors import (
     NotFound,
     ProviderUnavailable,
     RequestRejected,
+    Unsupported,
 )
 from kling_cli.models import (
     MotionRequest,
@@ -39,8 +42,6 @@ from kling_cli.models import (
 )
 from kling_cli.providers.base import Dialect, Reply, WireRequest, dig, generic_error, text_or_none, unknown_task
 from kling_cli.providers.kling import BUSINESS_CODES, KlingDialect, business_error, parse_kling_task
-
-DEFAULT_MODEL = "kling-v2-6"
 
 STATUS_MAP = {
     "NOT_START": TaskStatus.QUEUED,
@@ -86,16 +87,17 @@ class NewApiDialect(KlingDialect):
 
     #: the gateway refuses an empty prompt even for motion control, where the docs say it is optional
     prompt_required = True
+    #: ezmodel's motion-control payload has no model field (cuijinyu/new-api relay/channel/task/kling/adaptor.go,
+    #: motionControlRequestPayload): the model routes and bills, and Kling runs its own default
+    drops_model = frozenset({"motion"})
 
     def auth_headers(self, creds):  # a gateway key, never a Kling JWT
         return Dialect.auth_headers(self, creds)
 
     def build_submit(self, kind: str, req: T2VRequest | MotionRequest) -> WireRequest:
         wire = super().build_submit(kind, req)
-        body = wire.json
-        body.setdefault("model_name", DEFAULT_MODEL)
         if kind == "t2v":
-            body.setdefault("aspect_ratio", "16:9")
+            wire.json.setdefault("aspect_ratio", "16:9")
         return wire
 
     def parse_submit(self, kind: str, reply: Reply) -> Task:
@@ -111,6 +113,7 @@ class NewApiDialect(KlingDialect):
             status = OPENAI_STATUS.get(raw_status, TaskStatus.UNKNOWN) if isinstance(raw_status, str) else (
                 TaskStatus.UNKNOWN)
             return Task(id=task_id or "", kind=kind, status=status, raw_status=raw_status or None,
+                        model=text_or_none(dig(payload, "model")),
                         created_at=epoch_to_iso(dig(payload, "created_at"), unit="s"), raw=payload)
         if task_id:
             return Task(id=task_id, kind=kind, status=TaskStatus.QUEUED, raw=payload)
@@ -120,7 +123,33 @@ class NewApiDialect(KlingDialect):
         return parse_task_dto(kind, payload, task_id=task_id)
 
     def error_for(self, reply: Reply) -> ApiError | None:
+        if "/motion-control" in reply.request_path and _not_routed(reply):
+            return _no_motion_control(reply)
         return newapi_error(reply)
+
+
+def _not_routed(reply: Reply) -> bool:
+    """new-api's answer to a path it does not route (router/web-router.go, controller/relay.go): JSON 404
+    "Invalid URL (...)" where the prefix is an API one (forks list /kling), else the dashboard's HTML page,
+    or a 301 to it when the dashboard is served elsewhere (router/main.go)."""
+    if reply.status == 404 and "invalid url" in (text_or_none(dig(reply.payload, "error", "message")) or "").lower():
+        return True
+    return 300 <= reply.status < 400 or (not reply.is_json and reply.status < 500)
+
+
+def _no_motion_control(reply: Reply) -> ApiError:
+    # Upstream new-api routes only text2video and image2video for Kling; motion control is a fork's addition.
+    answer = "404 Invalid URL" if reply.is_json else f"HTTP {reply.status} with a web page"
+    hint = "use a gateway that offers it (ezmodel does) or the official API"
+    if not reply.is_json:
+        hint += "; if text to video fails the same way, the base URL is wrong instead"
+    if reply.request_path.endswith("/motion-control"):
+        error = Unsupported(f"this gateway does not offer motion control (it answered {answer})", hint=hint,
+                            status=reply.status)
+        error.refusal = True  # even as an HTTP 200 web page: nothing was created
+        return error
+    # a query of a motion task: no such task here, so that a search over the kinds goes on
+    return NotFound(f"no motion task here: this gateway does not offer motion control (it answered {answer})")
 
 
 def parse_task_dto(kind: str, payload: Any, *, task_id: str | None = None) -> Task:

@@ -8,7 +8,10 @@ Routes, under this dialect's mount prefix:
   With `"async": true` or a `callback_url` the answer is `{"task_id":"<uuid>"}` at once (§3.5).
 - `POST /kling/tasks`: `{"id","action":"retrieve"}` -> the task record (§3.6, seed 003);
   `{"ids":[...],"action":"retrieve_batch"}` -> `{"items":[...],"count":n}`.
-  A record has no `response` while pending, a `response` without `success` while processing, and
+  A record has no `response` while pending (as AceData's web client types and tests it: Nexior
+  src/models/kling.ts, `response` optional; Preview.test.ts, "pending ... before a response exists"; its
+  SDK, acedatacloud, reads such a motion record as succeeded only because it takes the request's input
+  URLs for results when there is no response), a `response` without `success` while processing, and
   `response.success` true + `video_url` + `state:"succeed"` when done, or `success:false` + `error`.
   `created_at`/`started_at`/`finished_at` are float seconds; top-level `duration` is the job's elapsed
   float seconds while `response.duration` is the video length as a string (§3.6 "Beware").
@@ -26,6 +29,9 @@ Inferred (not stated by the docs):
 - `sandbox:504` (xN) makes a synchronous submit answer 504 `timeout` at once, and a synchronous submit
   whose `timeout` (seconds, §3.3) runs out first answers the same; the task exists and can be polled;
 - `sandbox:flaky` (xN) makes the first N retrievals of that task answer 503 `service_unavailable`;
+- `sandbox:cancelled` ends the task as a record with a top-level `state` "cancelled" and an empty
+  `response` (AceData's MCP server reads a top-level failed/error/cancelled state as terminal);
+- `sandbox:novideo` ends it as `{"success": true, "state": "succeed", "task_id"}` without a video;
 - a non-numeric `duration`, or an `action` other than text2video (image2video and extend are not
   emulated), is 400 `bad_request`.
 """
@@ -161,6 +167,8 @@ def _common(body: dict[str, Any]) -> None:
 
 def result_body(sandbox: Sandbox, where: Request | str, row: TaskRow) -> dict[str, Any]:
     """The final answer of a finished task: the synchronous body, the callback, the record's `response`."""
+    if row.outcome == "succeeded" and "novideo" in markers(row.request.get("prompt")):
+        return {"success": True, "state": "succeed", "task_id": row.id}  # a success that names no video
     if row.outcome == "succeeded":
         return {"success": True, "video_id": row.video_id, "video_url": sandbox.video_url(where, row.video_id),
                 "duration": VIDEO_SECONDS, "state": "succeed", "task_id": row.id}
@@ -184,6 +192,11 @@ def record(sandbox: Sandbox, req: Request, row: TaskRow, now: float | None = Non
         out["response"] = {"task_id": row.id, "state": "processing"}
         return out
     finished = row.created + row.seconds
+    if "cancelled" in markers(row.request.get("prompt")):
+        # ended by the service itself: the state on the record, the response empty (what AceData's MCP server
+        # reads as terminal; inferred, as no example of such a record is public)
+        out.update(state="cancelled", response={}, finished_at=round(finished, 3))
+        return out
     out.update(response=result_body(sandbox, req, row), duration=finished - row.created,
                finished_at=round(finished, 3))
     return out
@@ -216,7 +229,7 @@ def submit(sandbox: Sandbox, req: Request, kind: str) -> Response:
             request=kling_api.redact_media(body),
             external_id=None,
             seconds=sandbox.seconds_for(marks),
-            outcome="failed" if "fail" in marks else "succeeded",
+            outcome="failed" if "fail" in marks or "cancelled" in marks else "succeeded",
             reason=kling_api.RISK_MESSAGE if "fail" in marks else None,
             video_id=kling_api.new_id(),  # §3.5: video_id is Kling's numeric id
             callback_url=body.get("callback_url") or None,

@@ -7,7 +7,9 @@ Routes, under this dialect's mount prefix:
   `{"code":1000,"message":"success","data":{"taskNo":"<32 hex>"}}` (§1.5, inferred from the query envelope).
 - `GET /open/aigw/gateway/generationTask?taskNo=` -> `{"code":1000,"message":"success","data":{taskNo,
   model, status, ...}}` (§1.6, seed 000), status `pending|processing|success|failed`; on success
-  `data.data.result.video_url` and `usage.totalPoints`; on failure `error` (a string), still `code` 1000.
+  `data.data.result.video_url` (motion control) or `data.data.result` as a list of URLs (the other
+  models: the img2video and subject-reference pages) and `usage.totalPoints`; on failure `error` (a
+  string), still `code` 1000.
 - Callback (seed 000): when a task with `callbackUrl` ends, the documented success or failure body is
   POSTed, signed `sign = sha256_hex(taskNo + str(timestamp) + apiKey)`.
 
@@ -186,9 +188,23 @@ def task_data(sandbox: Sandbox, where: Request | str, row: TaskRow, now: float |
         return data
     data["createTime"] = create_time(row.created)
     if status == "success":
-        data["data"] = {"result": {"video_url": sandbox.video_url(where, row.video_id)}}
+        data["data"] = {"result": result(sandbox, where, row)}
         data["usage"] = {"totalPoints": POINTS}
     return data
+
+
+def result(sandbox: Sandbox, where: Request | str, row: TaskRow) -> dict[str, Any] | list[str]:
+    """`{"video_url": ...}` for motion control (seed 000); a list of URLs for the other models, as the
+    img2video and subject-reference pages show (inferred for text to video, whose page is not public).
+    `sandbox:novideo` leaves the video out: a success that names no video."""
+    url = [] if "novideo" in markers(_prompt(row)) else [sandbox.video_url(where, row.video_id)]
+    if row.kind == "motion":
+        return {"video_url": url[0]} if url else {}
+    return url
+
+
+def _prompt(row: TaskRow) -> Any:
+    return (row.request.get("params") or row.request).get("prompt")
 
 
 def query(sandbox: Sandbox, req: Request) -> Response:
@@ -200,8 +216,7 @@ def query(sandbox: Sandbox, req: Request) -> Response:
         row = sandbox.store.get(DIALECT, task_no)
         if row is None:
             raise AigwError(404, 1005, "task not found")
-        prompt = (row.request.get("params") or row.request).get("prompt")
-        if sandbox.fires(markers(prompt), "flaky", f"query:{row.id}"):
+        if sandbox.fires(markers(_prompt(row)), "flaky", f"query:{row.id}"):
             raise AigwError(503, 1503, "service temporarily unavailable")
     except AigwError as error:
         return error.response()
@@ -223,7 +238,7 @@ def callback_payload(sandbox: Sandbox, row: TaskRow) -> dict[str, Any]:
             "task_id": str(uuid.uuid5(uuid.NAMESPACE_OID, f"aigw-worker:{row.id}")),
             "status": "SUCCESS",  # the upstream worker's word; the top-level status is the one to read
             "request_id": uuid.uuid5(uuid.NAMESPACE_OID, f"aigw-request:{row.id}").hex,
-            "result": {"video_url": sandbox.video_url(sandbox.origin, row.video_id)},
+            "result": result(sandbox, sandbox.origin, row),
             "error_info": "",
             "traceback": "",
         }

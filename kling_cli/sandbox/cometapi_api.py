@@ -26,8 +26,8 @@ Inferred (the docs give statuses and the envelope, not these exact codes or mess
   Kling business error, §2.9); `sandbox:500`: HTTP 500 code ""; `sandbox:flaky` queries: HTTP 503 code "";
 - an unknown task id: HTTP 404 code `task_not_exist`; a task queried under another action2 is unknown,
   as on the official API that CometAPI relays the query to;
-- the wider aspect ratios CometAPI documents (4:3, 3:4, 3:2, 2:3, §3.3) are accepted; its stricter
-  500/200-character prompt limits are not enforced (§3.3: "warn, not block"; enforcement unknown);
+- the wider aspect ratios CometAPI documents (4:3, 3:4, 3:2, 2:3, §3.3) are accepted, and its stricter
+  limits (prompt 500 characters, negative prompt 200) enforced as documented: HTTP 400 `invalid_request`;
 - callbacks: CometAPI forwards `callback_url` to Kling, so the payload is Kling's bare task object.
 """
 
@@ -54,6 +54,8 @@ QUERY_ACTIONS = {
 KINDS = {"text2video": "t2v"}
 # §3.3: aspect ratios CometAPI documents beyond the official 16:9, 9:16, 1:1
 EXTRA_ASPECT_RATIOS = {"4:3", "3:4", "3:2", "2:3"}
+# its text-to-video reference: prompt "Maximum 500 characters", negative prompt "Maximum 200 characters"
+LIMITS = {"prompt": 500, "negative_prompt": 200}
 HOME_PAGE = "<!doctype html><html><head><title>CometAPI</title></head><body><h1>CometAPI</h1></body></html>"
 
 
@@ -89,6 +91,9 @@ FAULTS = {
 
 
 def _validate_t2v(body: dict[str, Any]) -> None:
+    for key, limit in LIMITS.items():
+        if isinstance(body.get(key), str) and len(body[key]) > limit:
+            raise CometError(400, "invalid_request", f"{key} exceeds {limit} characters")
     checked = dict(body)
     if checked.get("aspect_ratio") in EXTRA_ASPECT_RATIOS:
         del checked["aspect_ratio"]

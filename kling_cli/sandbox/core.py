@@ -23,9 +23,10 @@ import re
 import threading
 import time
 import urllib.request
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
 from kling_cli.sandbox.server import App, HTTPServer, Request, Response, Router, json_response
@@ -64,10 +65,21 @@ def markers(text: Any) -> dict[str, int]:
     return {name: int(count or 1) for name, count in _MARKER.findall(text)}
 
 
+@dataclass(frozen=True)
+class Emulation:
+    """One provider's emulation, handed to `Sandbox` by the registry the package assembles
+    (`kling_cli.sandbox.emulations`): its routes, mounted under a prefix, and the body it POSTs to a
+    task's callback URL. The core knows no provider: each emulation stands on the core, not the reverse."""
+
+    router: Callable[[Sandbox, str], Router]
+    callback_payload: Callable[[Sandbox, TaskRow], dict[str, Any]]
+
+
 class Sandbox:
     def __init__(
         self,
         state_dir: Path,
+        emulations: Mapping[str, Emulation],
         *,
         task_seconds: float = DEFAULT_TASK_SECONDS,
         host: str = "127.0.0.1",
@@ -93,17 +105,13 @@ class Sandbox:
         self.app = App()
         self.app.mount(_files_router(self))
         self.app.mount(_admin_router(self))
-        from kling_cli.sandbox import acedata_api, aigw_api, cometapi_api, kling_api, newapi_api
-
-        modules = {"kling": kling_api, "cometapi": cometapi_api, "newapi": newapi_api, "acedata": acedata_api,
-                   "aigw": aigw_api}
         #: dialect name -> its path prefix on this server
-        self.dialects = {name: f"/{name}" for name in modules}
-        for name, module in modules.items():
-            self.app.mount(module.router(self, self.dialects[name]), delay=lambda: self.latency)
+        self.dialects = {name: f"/{name}" for name in emulations}
+        for name, emulation in emulations.items():
+            self.app.mount(emulation.router(self, self.dialects[name]), delay=lambda: self.latency)
         #: dialect name -> builder of the body it POSTs to a task's callback URL
         self.callback_payloads: dict[str, Callable[[Sandbox, TaskRow], dict[str, Any]]] = {
-            name: module.callback_payload for name, module in modules.items()
+            name: emulation.callback_payload for name, emulation in emulations.items()
         }
         self.log = log
         self.server = HTTPServer((host, port), self.app, log)
@@ -114,9 +122,20 @@ class Sandbox:
         self.storm_retry_after = 1.0
         #: add `Retry-After: N` to 429 answers that carry none (providers document none: default off)
         self.retry_after = retry_after
+        #: every request asked of this sandbox, (method, path, served by one of its routes), for the tests
+        #: that check no request ever leaves the endpoints a dialect is documented to use
+        self.asked: deque[tuple[str, str, bool]] = deque(maxlen=100_000)
+        #: answers scripted by POST /__sandbox/answer, and the result URL POST /__sandbox/video-url imposes
+        self.scripted: list[dict[str, Any]] = []
+        self.script_lock = threading.Lock()
+        self.forced_video_url: str | None = None
         handle = self.app.handle
 
         def with_retry_after(req: Request) -> Response:
+            self.asked.append((req.method, req.path, self._serves(req)))
+            scripted = self._scripted(req)
+            if scripted is not None:
+                return scripted
             try:
                 response = handle(req)
             finally:
@@ -222,8 +241,34 @@ class Sandbox:
 
     def video_url(self, where: Request | str, video_id: str) -> str:
         """The result URL on this server; `where` is the request being answered, or an origin (callbacks)."""
+        if self.forced_video_url is not None:
+            return self.forced_video_url
         origin = where if isinstance(where, str) else where.origin
         return f"{origin}/files/{video_id}.mp4"
+
+    # -- test hooks (the admin routes) ------------------------------------------------------------
+    def _serves(self, req: Request) -> bool:
+        """Whether one of this sandbox's own routes answers the request (a provider's catch-all for wrong
+        paths, e.g. CometAPI's 301, does not count)."""
+        for router in self.app.routers:
+            if router.prefix and not (req.path == router.prefix or req.path.startswith(router.prefix + "/")):
+                continue
+            handler, _params, _exists = router.match(req.method, req.path)
+            if handler is not None and handler is not getattr(router, "fallback", None):
+                return True
+        return False
+
+    def _scripted(self, req: Request) -> Response | None:
+        with self.script_lock:
+            for script in self.scripted:
+                path = script["path"]
+                if script["method"] in (req.method, "*") and (req.path == path or (
+                        script["prefix"] and req.path.startswith(path))):
+                    script["count"] -= 1
+                    if script["count"] <= 0:
+                        self.scripted.remove(script)
+                    return Response(script["status"], script["body"], dict(script["headers"]))
+        return None
 
     def _log(self, message: str) -> None:
         if self.log is not None:
@@ -432,6 +477,43 @@ def _admin_router(sandbox: Sandbox) -> Router:
     @router.route("POST", "/reset")
     def reset(_req: Request) -> Response:
         sandbox.store.reset()
+        sandbox.store.next_ids.clear()
+        sandbox.scripted.clear()
+        sandbox.forced_video_url = None
+        return json_response(200, {"ok": True})
+
+    @router.route("GET", "/requests")
+    def requests(_req: Request) -> Response:
+        """Every request asked so far, and whether one of the sandbox's routes serves its path."""
+        return json_response(200, {"requests": [{"method": method, "path": path, "served": served}
+                                                for method, path, served in list(sandbox.asked)]})
+
+    @router.route("POST", "/task-id")
+    def task_id(req: Request) -> Response:
+        """The next `count` tasks created (any dialect) get this id: a hostile one, to test clients."""
+        body = req.json()
+        sandbox.store.next_ids.extend([str(body["id"])] * int(body.get("count", 1)))
+        return json_response(200, {"ok": True})
+
+    @router.route("POST", "/video-url")
+    def video_url(req: Request) -> Response:
+        """Every result URL (answers and callbacks) is this one from now on; null restores the real ones."""
+        url = req.json().get("url")
+        sandbox.forced_video_url = None if url is None else str(url)
+        return json_response(200, {"ok": True})
+
+    @router.route("POST", "/answer")
+    def answer(req: Request) -> Response:
+        """The next `count` requests for `path` (a prefix with "prefix": true) by `method` ("*": any) get this
+        answer instead of the emulated one: `status`, `headers`, and `json` (a JSON body) or `text`."""
+        body = req.json()
+        payload = json.dumps(body["json"]).encode() if "json" in body else str(body.get("text", "")).encode()
+        headers = {"Content-Type": "application/json"} if "json" in body else {}
+        with sandbox.script_lock:
+            sandbox.scripted.append({"method": str(body.get("method", "*")), "path": str(body["path"]),
+                                     "prefix": bool(body.get("prefix")), "status": int(body.get("status", 200)),
+                                     "body": payload, "headers": {**headers, **(body.get("headers") or {})},
+                                     "count": int(body.get("count", 1))})
         return json_response(200, {"ok": True})
 
     @router.route("GET", "/tasks")

@@ -3,7 +3,9 @@
 Sources: seed 001 (motion control), ../shared/providers/kling-official-cometapi.md §1 (endpoints, bodies,
 envelope, task object, error codes, JWT). Where the docs are silent the behaviour is marked "inferred":
 - an unknown task id answers HTTP 404, code 1203 (the code table's "resource not found");
-- a reused external_task_id ("must be unique per user") answers HTTP 400, code 1201.
+- a reused external_task_id ("must be unique per user") answers HTTP 400, code 1201;
+- `cfg_scale` on a kling-v2.x model ("not supported") is taken and ignored, not refused (from new-api's code,
+  see `validate_t2v`).
 """
 
 from __future__ import annotations
@@ -132,11 +134,12 @@ def validate_t2v(body: dict[str, Any]) -> None:
         if duration not in allowed:
             raise _invalid(f"duration {duration} is not supported by {model}")
     cfg = body.get("cfg_scale")
-    if cfg is not None:
-        if isinstance(cfg, bool) or not isinstance(cfg, (int, float)) or not 0 <= cfg <= 1:
-            raise _invalid("cfg_scale must be a number between 0 and 1")
-        if model.startswith("kling-v2"):
-            raise _invalid(f"cfg_scale is not supported by {model}")
+    # Taken on every model, kling-v2.x included, where the docs say it is "not supported": without effect, not
+    # refused. new-api sends cfg_scale 0.5 in every Kling body (relay/channel/task/kling/adaptor.go,
+    # convertToRequestPayload) for kling-v2-master (its own model list) and kling-v2-6 (ezmodel's); a refusal
+    # would fail all of them.
+    if cfg is not None and (isinstance(cfg, bool) or not isinstance(cfg, (int, float)) or not 0 <= cfg <= 1):
+        raise _invalid("cfg_scale must be a number between 0 and 1")
     camera = body.get("camera_control")
     if camera is not None:
         _validate_camera(camera)
@@ -220,6 +223,8 @@ def task_object(sandbox: Sandbox, req: Request | str, row: TaskRow, now: float |
             "videos": [{"id": row.video_id, "url": sandbox.video_url(req, row.video_id), "watermark_url": "",
                         "duration": "5.0"}]
         }
+        if "novideo" in markers(row.request.get("prompt")):  # a success that names no video
+            data["task_result"] = {"videos": []}
         data["final_unit_deduction"] = f"{units(row.kind, row.request):g}"
     return data
 

@@ -4,9 +4,11 @@ aigw-newapi-acedata.md §2 and kling-official-cometapi.md §2, seeds 001/002 (no
 The gateway takes Kling-native bodies, relays them to Kling, and answers in its own shapes:
 - `POST /kling/v1/videos/text2video`, `POST /kling/v1/videos/motion-control` -> the OpenAI-style video
   object with the Kling numeric id, `created_at` in seconds, `progress` an int (§2.5 "ezmodel today");
-- `GET /kling/v1/videos/{action}/{task_id}` -> the TaskDto envelope `{"code":"success","message":"",
-  "data":{9 fields}}` (§2.6, seed 002); the `{action}` segment is ignored, the id alone finds the task
-  (§2.3 notes). Times are seconds, progress a string, `data` the raw inner Kling body.
+- `GET /kling/v1/videos/{action}/{task_id}`, and `GET /v1/video/generations/{task_id}` (new-api's own
+  route, which its clients poll; ezmodel has both, router/video-router.go) -> the TaskDto envelope
+  `{"code":"success","message":"","data":{9 fields}}` (§2.6, seed 002); the `{action}` segment is
+  ignored, the id alone finds the task (§2.3 notes). Times are seconds, progress a string, `data` the raw
+  inner Kling body.
 
 Quirks emulated, each documented [CODE] in §2:
 - the token may carry an `sk-` prefix and the scheme may be `bearer` (§2.2); a bad token is 401 in the
@@ -29,11 +31,12 @@ Inferred (not stated by the docs):
   *submit* body (what new-api holds before its first poll, §2.6), the second half `SUBMITTED` "10%";
   then `IN_PROGRESS` "30%", then `SUCCESS`/`FAILURE` "100%" (§2.7 mapping). `QUEUED` is never produced:
   no Kling status maps to it. (ezmodel refreshes on every GET, so `NOT_START` is rare live but legal.);
-- the submit answer's `status` is "queued" (§2.5 example; §2.3's example shows "": clients take both);
+- the submit answer's `status` is "" as ezmodel's code sends it (DoResponse never sets it; §2.5's example
+  shows "queued", which upstream builds may send: clients take both);
 - `sandbox:500` is HTTP 500 `do_request_failed`; `sandbox:flaky` queries are HTTP 503
   `fail_to_fetch_task` carrying Kling's 5001 body (ezmodel refreshes from Kling on GET, §2.10);
-- `cfg_scale` is not checked against the model: new-api always sends it (0.5 default, §2.4), so Kling
-  evidently takes it through this gateway;
+- `cfg_scale` is checked as the official emulation checks it, which takes it on every model (see
+  `kling_api.validate_t2v`: new-api sends 0.5 in every Kling body, kling-v2 models included);
 - any `{action}` segment is accepted on the GET; other POST actions answer 404 (not emulated);
 - callbacks: `callback_url` is forwarded to Kling, which POSTs its bare task object with the Kling id.
 """
@@ -49,8 +52,8 @@ from typing import Any
 
 from kling_cli.presets import SANDBOX_API_KEY
 from kling_cli.sandbox import kling_api
-from kling_cli.sandbox.core import Sandbox, bearer_token, markers
-from kling_cli.sandbox.server import BadJson, Request, Response, Router, json_response
+from kling_cli.sandbox.core import FallbackRouter, Sandbox, bearer_token, markers
+from kling_cli.sandbox.server import BadJson, Request, Response, Router, html_response, json_response
 from kling_cli.sandbox.store import QUEUED_SHARE, DuplicateExternalId, TaskRow
 
 DIALECT = "newapi"
@@ -180,7 +183,7 @@ def submit(sandbox: Sandbox, req: Request, kind: str) -> Response:
         try:
             if kind == "t2v":
                 _unmarshal_check(body)
-                kling_api.validate_t2v({k: v for k, v in body.items() if k != "cfg_scale"})
+                kling_api.validate_t2v(body)
             else:
                 kling_api.validate_motion(_motion_payload(body))
         except kling_api.Refusal as refusal:
@@ -207,9 +210,10 @@ def submit(sandbox: Sandbox, req: Request, kind: str) -> Response:
         return error.response()
     if sandbox.fires(marks, "lost", key):
         return Response(200, drop=True)
-    # §2.5: the OpenAI-style video object; id and task_id are the Kling id, created_at in seconds
+    # §2.5: the OpenAI-style video object; id and task_id are the Kling id, created_at in seconds; `status` is
+    # never set on it (cuijinyu/new-api relay/channel/task/kling/adaptor.go DoResponse), so it is ""
     return json_response(200, {"id": row.id, "task_id": row.id, "object": "video", "model": model,
-                               "status": "queued", "progress": 0, "created_at": int(row.created)})
+                               "status": "", "progress": 0, "created_at": int(row.created)})
 
 
 def _status(row: TaskRow, now: float) -> tuple[str, str]:
@@ -234,7 +238,7 @@ def task_dto(sandbox: Sandbox, req: Request, row: TaskRow, now: float | None = N
            "data": inner}
     fail_reason = ""
     if status == "SUCCESS":
-        fail_reason = inner["task_result"]["videos"][0]["url"]
+        fail_reason = next((video["url"] for video in inner["task_result"]["videos"]), "")
     elif status == "FAILURE":
         fail_reason = raw["message"]  # ezmodel copies Kling's top-level message: "SUCCEED" (§2.6, §2.12)
     started = row.created + row.seconds * QUEUED_SHARE
@@ -268,6 +272,48 @@ def callback_payload(sandbox: Sandbox, row: TaskRow) -> dict[str, Any]:
     return kling_api.callback_payload(sandbox, row)
 
 
+INDEX_PAGE = "<!doctype html><html><head><title>New API</title></head><body><div id=\"root\"></div></body></html>"
+# QuantumNous/new-api router/web-router.go (@3856b9d2c): paths no route matches answer JSON 404 under these
+# prefixes, and the dashboard's HTML page (HTTP 200) everywhere else, /kling included
+API_PREFIXES = ("/v1", "/api", "/assets")
+
+
+def upstream_router(sandbox: Sandbox, prefix: str = "/newapi-upstream") -> FallbackRouter:
+    """new-api itself (QuantumNous/new-api), which routes Kling's text2video and image2video only
+    (router/video-router.go): no motion control. A path it does not route gets its NoRoute answer, the
+    dashboard's HTML page, or for API prefixes `404 {"error": {"message": "Invalid URL (METHOD PATH)",
+    "type": "invalid_request_error", "param": "", "code": ""}}` (controller/relay.go RelayNotFound; forks
+    that list /kling among the API prefixes, like ezmodel's, answer Kling paths that way).
+
+    Its text-to-video routes answer as the ezmodel emulation's do (upstream's `task_...` public ids and
+    longer TaskDto are not emulated), and its tasks are the `newapi` dialect's."""
+
+    def no_route(req: Request) -> Response:
+        path = req.path[len(prefix):] or "/"
+        if path.startswith(API_PREFIXES):
+            return json_response(404, {"error": {"message": f"Invalid URL ({req.method} {path})",
+                                                 "type": "invalid_request_error", "param": "", "code": ""}})
+        return html_response(200, INDEX_PAGE)
+
+    routes = FallbackRouter(prefix, no_route)
+
+    @routes.route("POST", "/kling/v1/videos/text2video")
+    def create(req: Request) -> Response:
+        return submit(sandbox, req, "t2v")
+
+    @routes.route("POST", "/kling/v1/videos/image2video")
+    def create_i2v(_req: Request) -> Response:
+        return GatewayError(400, "", "image2video is not emulated by the sandbox").response()
+
+    @routes.route("GET", "/kling/v1/videos/text2video/{task_id}")
+    @routes.route("GET", "/kling/v1/videos/image2video/{task_id}")
+    @routes.route("GET", "/v1/video/generations/{task_id}")
+    def get_task(req: Request) -> Response:
+        return query(sandbox, req)
+
+    return routes
+
+
 def router(sandbox: Sandbox, prefix: str = "/newapi") -> Router:
     routes = Router(prefix)
 
@@ -279,6 +325,7 @@ def router(sandbox: Sandbox, prefix: str = "/newapi") -> Router:
         return submit(sandbox, req, found[0])
 
     @routes.route("GET", "/kling/v1/videos/{action}/{task_id}")
+    @routes.route("GET", "/v1/video/generations/{task_id}")  # new-api's own route, which its clients poll
     def get_task(req: Request) -> Response:
         return query(sandbox, req)
 

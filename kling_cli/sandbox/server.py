@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 
 class BadJson(Exception):
@@ -126,7 +126,7 @@ class App:
                 continue
             handler, params, exists = router.match(req.method, req.path)
             if handler is not None:
-                req.params = params
+                req.params = {name: unquote(value) for name, value in params.items()}  # a segment, decoded
                 delay = self.delays.get(router)
                 seconds = delay() if delay is not None else 0.0
                 if seconds > 0:
