@@ -95,8 +95,13 @@ _kling_info() {
             _kling_nargs=1
             ;;
         'kling submit')
-            _kling_subs=(motion t2v)
+            _kling_subs=(i2v motion t2v)
             _kling_opts=(--help -h)
+            ;;
+        'kling submit i2v')
+            _kling_opts=(--image --image-tail --model --mode --duration --aspect-ratio --negative-prompt --cfg-scale --camera-control --callback-url --external-id --extra --wait --timeout --interval --download --from-csv --extra-columns --skip-invalid --dry-run -n --out --max-in-flight --rate --shard --resubmit-uncertain --max-cost --events --profile -p --json --quiet -q --verbose -v --no-color --no-input --raw --dialect --no-journal --journal --help -h)
+            _kling_vopts=' --image --image-tail --model --mode --duration --aspect-ratio --negative-prompt --cfg-scale --camera-control --callback-url --external-id --extra --timeout --interval --download --from-csv --out --max-in-flight --rate --shard --max-cost --events --profile -p --dialect --journal '
+            _kling_nargs=1
             ;;
         'kling submit motion')
             _kling_opts=(--image --video --orientation --mode --prompt --keep-sound --no-keep-sound --model --callback-url --external-id --extra --wait --timeout --interval --download --from-csv --extra-columns --skip-invalid --dry-run -n --out --max-in-flight --rate --shard --resubmit-uncertain --max-cost --events --profile -p --json --quiet -q --verbose -v --no-color --no-input --raw --dialect --no-journal --journal --help -h)
@@ -120,13 +125,13 @@ _kling_info() {
 # Usage: _kling_values PATH OPTION-OR-#N TYPED
 _kling_values() {
     case "$1 $2" in
-        'kling batch-status --from'|'kling callback listen --webhook-secret-file'|'kling callback verify --webhook-secret-file'|'kling download --from'|'kling profile add --api-key-file'|'kling profile add --secret-key-file'|'kling profile add --webhook-secret-file'|'kling report --from'|'kling report --html'|'kling report --junit'|'kling sandbox serve --state-dir'|'kling submit motion --image'|'kling submit motion --video'|'kling submit motion --from-csv'|'kling submit motion --out'|'kling submit motion --events'|'kling submit t2v --from-csv'|'kling submit t2v --out'|'kling submit t2v --events'|'kling wait --from'|'kling wait --events')
+        'kling batch-status --from'|'kling callback listen --webhook-secret-file'|'kling callback verify --webhook-secret-file'|'kling download --from'|'kling profile add --api-key-file'|'kling profile add --secret-key-file'|'kling profile add --webhook-secret-file'|'kling report --from'|'kling report --html'|'kling report --junit'|'kling sandbox serve --state-dir'|'kling submit i2v --image'|'kling submit i2v --image-tail'|'kling submit i2v --from-csv'|'kling submit i2v --out'|'kling submit i2v --events'|'kling submit motion --image'|'kling submit motion --video'|'kling submit motion --from-csv'|'kling submit motion --out'|'kling submit motion --events'|'kling submit t2v --from-csv'|'kling submit t2v --out'|'kling submit t2v --events'|'kling wait --from'|'kling wait --events')
             _kling_files "$3"
             ;;
         'kling batch-status --kind'|'kling download --kind'|'kling status --kind'|'kling wait --kind')
-            _kling_filter "$3" 't2v' 'motion'
+            _kling_filter "$3" 't2v' 'i2v' 'motion'
             ;;
-        'kling download --output'|'kling download -o'|'kling submit motion --download'|'kling submit t2v --download'|'kling wait --download')
+        'kling download --output'|'kling download -o'|'kling submit i2v --download'|'kling submit motion --download'|'kling submit t2v --download'|'kling wait --download')
             _kling_dirs "$3"
             ;;
         'kling profile add --provider')
@@ -135,14 +140,14 @@ _kling_values() {
         'kling profile add --dialect')
             _kling_filter "$3" 'kling' 'cometapi' 'newapi' 'acedata' 'aigw'
             ;;
-        'kling submit motion --orientation')
-            _kling_filter "$3" 'image' 'video'
-            ;;
-        'kling submit motion --mode'|'kling submit t2v --mode')
+        'kling submit i2v --mode'|'kling submit motion --mode'|'kling submit t2v --mode')
             _kling_filter "$3" 'std' 'pro'
             ;;
-        'kling submit t2v --aspect-ratio')
+        'kling submit i2v --aspect-ratio'|'kling submit t2v --aspect-ratio')
             _kling_filter "$3" '16:9' '9:16' '1:1' '4:3' '3:4' '3:2' '2:3'
+            ;;
+        'kling submit motion --orientation')
+            _kling_filter "$3" 'image' 'video'
             ;;
     esac
 }

@@ -18,7 +18,7 @@ function __kling_subcommands
         case 'kling sandbox'
             printf '%s\n' 'serve'
         case 'kling submit'
-            printf '%s\n' 'motion' 't2v'
+            printf '%s\n' 'i2v' 'motion' 't2v'
     end
 end
 
@@ -52,6 +52,8 @@ function __kling_value_options
             printf '%s\n' '--host' '--port' '--task-seconds' '--state-dir' '--latency' '--retry-after' '--profile' '-p'
         case 'kling status'
             printf '%s\n' '--kind' '--profile' '-p' '--dialect' '--journal'
+        case 'kling submit i2v'
+            printf '%s\n' '--image' '--image-tail' '--model' '--mode' '--duration' '--aspect-ratio' '--negative-prompt' '--cfg-scale' '--camera-control' '--callback-url' '--external-id' '--extra' '--timeout' '--interval' '--download' '--from-csv' '--out' '--max-in-flight' '--rate' '--shard' '--max-cost' '--events' '--profile' '-p' '--dialect' '--journal'
         case 'kling submit motion'
             printf '%s\n' '--image' '--video' '--orientation' '--mode' '--prompt' '--model' '--callback-url' '--external-id' '--extra' '--timeout' '--interval' '--download' '--from-csv' '--out' '--max-in-flight' '--rate' '--shard' '--max-cost' '--events' '--profile' '-p' '--dialect' '--journal'
         case 'kling submit t2v'
@@ -132,7 +134,7 @@ complete -c kling -n '__kling_at kling' -l 'help' -s 'h' -d 'Show this message a
 
 # kling batch-status
 complete -c kling -n '__kling_at kling batch-status' -l 'from' -r -F -d 'Read ids from a file: one id per line, JSON tasks (NDJSON), or a CSV with a...'
-complete -c kling -n '__kling_at kling batch-status' -l 'kind' -x -a 't2v motion' -d 'The tasks\' kind (part of the query URL); tried in turn when not given'
+complete -c kling -n '__kling_at kling batch-status' -l 'kind' -x -a 't2v i2v motion' -d 'The tasks\' kind (part of the query URL); tried in turn when not given'
 complete -c kling -n '__kling_at kling batch-status' -l 'concurrency' -x -d 'Requests in parallel'
 complete -c kling -n '__kling_at kling batch-status' -l 'check' -d 'Exit 8 if any task failed'
 complete -c kling -n '__kling_at kling batch-status' -l 'profile' -s 'p' -x -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
@@ -178,7 +180,7 @@ complete -c kling -n '__kling_at kling callback verify' -l 'help' -s 'h' -d 'Sho
 
 # kling download
 complete -c kling -n '__kling_at kling download' -l 'from' -r -F -d 'Read ids from a file: one id per line, JSON tasks (NDJSON), or a CSV with a...'
-complete -c kling -n '__kling_at kling download' -l 'kind' -x -a 't2v motion' -d 'The tasks\' kind (part of the query URL); tried in turn when not given'
+complete -c kling -n '__kling_at kling download' -l 'kind' -x -a 't2v i2v motion' -d 'The tasks\' kind (part of the query URL); tried in turn when not given'
 complete -c kling -n '__kling_at kling download' -l 'output' -s 'o' -x -a '(__fish_complete_directories (commandline -ct))' -d 'Directory for the videos, or \'-\' to write a single video to stdout'
 complete -c kling -n '__kling_at kling download' -l 'name' -x -d 'File name: {id}, {external_id}, {index}, {kind}, {provider} (default {id}...'
 complete -c kling -n '__kling_at kling download' -l 'concurrency' -x -d 'Downloads in parallel'
@@ -314,7 +316,7 @@ complete -c kling -n '__kling_at kling sandbox serve' -l 'no-input' -d 'Never pr
 complete -c kling -n '__kling_at kling sandbox serve' -l 'help' -s 'h' -d 'Show this message and exit'
 
 # kling status
-complete -c kling -n '__kling_at kling status' -l 'kind' -x -a 't2v motion' -d 'The tasks\' kind (part of the query URL); tried in turn when not given'
+complete -c kling -n '__kling_at kling status' -l 'kind' -x -a 't2v i2v motion' -d 'The tasks\' kind (part of the query URL); tried in turn when not given'
 complete -c kling -n '__kling_at kling status' -l 'profile' -s 'p' -x -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
 complete -c kling -n '__kling_at kling status' -l 'json' -d 'Print one JSON object per line on stdout, errors included'
 complete -c kling -n '__kling_at kling status' -l 'quiet' -s 'q' -d 'Less on stderr; -qq hides warnings too'
@@ -328,9 +330,50 @@ complete -c kling -n '__kling_at kling status' -l 'journal' -x -d 'The journal: 
 complete -c kling -n '__kling_at kling status' -l 'help' -s 'h' -d 'Show this message and exit'
 
 # kling submit
+complete -c kling -n '__kling_at kling submit' -a 'i2v' -d 'Submit an image-to-video task (the image is the first frame), or one per row...'
 complete -c kling -n '__kling_at kling submit' -a 'motion' -d 'Submit a motion-control task (the subject of an image performs the motion of...'
 complete -c kling -n '__kling_at kling submit' -a 't2v' -d 'Submit a text-to-video task, or one per row of a CSV file'
 complete -c kling -n '__kling_at kling submit' -l 'help' -s 'h' -d 'Show this message and exit'
+
+# kling submit i2v
+complete -c kling -n '__kling_at kling submit i2v' -l 'image' -r -F -d 'The first frame: a jpg/png file or URL (<= 10 MB, >= 300 px, aspect 1:2.5-2.5:1)'
+complete -c kling -n '__kling_at kling submit i2v' -l 'image-tail' -r -F -d 'The last frame (same rules); not with --camera-control'
+complete -c kling -n '__kling_at kling submit i2v' -l 'model' -x -d 'Model name, e.g. kling-v3 (default: the profile\'s, else kling-v2-6 on every...'
+complete -c kling -n '__kling_at kling submit i2v' -l 'mode' -x -a 'std pro' -d 'std (720p) or pro (1080p)'
+complete -c kling -n '__kling_at kling submit i2v' -l 'duration' -x -d 'Seconds: 5 or 10 (3-15 on kling-v3)'
+complete -c kling -n '__kling_at kling submit i2v' -l 'aspect-ratio' -x -a '16:9 9:16 1:1 4:3 3:4 3:2 2:3' -d 'Where the provider takes one (AceData); elsewhere the video takes the image\'s'
+complete -c kling -n '__kling_at kling submit i2v' -l 'negative-prompt' -x -d 'What to avoid'
+complete -c kling -n '__kling_at kling submit i2v' -l 'cfg-scale' -x -d 'Prompt adherence, 0-1 (not on kling-v2.x)'
+complete -c kling -n '__kling_at kling submit i2v' -l 'camera-control' -x -d 'Camera movement, as Kling\'s camera_control object'
+complete -c kling -n '__kling_at kling submit i2v' -l 'callback-url' -x -d 'URL the provider POSTs the result to'
+complete -c kling -n '__kling_at kling submit i2v' -l 'external-id' -x -d 'Your own id for the task (unique per account)'
+complete -c kling -n '__kling_at kling submit i2v' -l 'extra' -x -d 'Add a provider field kling-cli does not model (repeatable; VALUE is parsed...'
+complete -c kling -n '__kling_at kling submit i2v' -l 'wait' -d 'Wait for the task to finish'
+complete -c kling -n '__kling_at kling submit i2v' -l 'timeout' -x -d 'With --wait: give up waiting after this long (90s, 20m, 1h); the task keeps...'
+complete -c kling -n '__kling_at kling submit i2v' -l 'interval' -x -d 'Poll every S seconds, 0.5-3600 (default: 2 s growing to 30 s)'
+complete -c kling -n '__kling_at kling submit i2v' -l 'download' -x -a '(__fish_complete_directories (commandline -ct))' -d 'Wait, then download the videos into DIR'
+complete -c kling -n '__kling_at kling submit i2v' -l 'from-csv' -r -F -d 'Submit one task per row; columns are the option names (prompt, model, mode...'
+complete -c kling -n '__kling_at kling submit i2v' -l 'extra-columns' -d 'With --from-csv: send unknown columns as provider fields instead of refusing...'
+complete -c kling -n '__kling_at kling submit i2v' -l 'skip-invalid' -d 'With --from-csv: send the valid rows even if some are invalid (every bad row...'
+complete -c kling -n '__kling_at kling submit i2v' -l 'dry-run' -s 'n' -d 'Print the resolved request (each row\'s, with --from-csv) and its estimated...'
+complete -c kling -n '__kling_at kling submit i2v' -l 'out' -r -F -d 'With --from-csv: write a results manifest (.csv or .ndjson; repeatable) as...'
+complete -c kling -n '__kling_at kling submit i2v' -l 'max-in-flight' -x -d 'With --from-csv: tasks running on the provider at most (Kling counts running...'
+complete -c kling -n '__kling_at kling submit i2v' -l 'rate' -x -d 'With --from-csv: submits per second (or per minute: 30/m) at most'
+complete -c kling -n '__kling_at kling submit i2v' -l 'shard' -x -d 'With --from-csv: only the rows in shard K of N (by row identity), for CI...'
+complete -c kling -n '__kling_at kling submit i2v' -l 'resubmit-uncertain' -d 'With --from-csv: send again rows whose answer was lost and cannot be looked...'
+complete -c kling -n '__kling_at kling submit i2v' -l 'max-cost' -x -d 'With --from-csv: refuse to start when the estimated cost is over N, and stop...'
+complete -c kling -n '__kling_at kling submit i2v' -l 'events' -r -F -d 'With --from-csv: append what happens to FILE as NDJSON (submitted, status...'
+complete -c kling -n '__kling_at kling submit i2v' -l 'profile' -s 'p' -x -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
+complete -c kling -n '__kling_at kling submit i2v' -l 'json' -d 'Print one JSON object per line on stdout, errors included'
+complete -c kling -n '__kling_at kling submit i2v' -l 'quiet' -s 'q' -d 'Less on stderr; -qq hides warnings too'
+complete -c kling -n '__kling_at kling submit i2v' -l 'verbose' -s 'v' -d 'Explain where settings came from; -vv logs each HTTP request'
+complete -c kling -n '__kling_at kling submit i2v' -l 'no-color' -d 'No colour (also NO_COLOR=1 or TERM=dumb)'
+complete -c kling -n '__kling_at kling submit i2v' -l 'no-input' -d 'Never prompt (always so when stdin is not a terminal)'
+complete -c kling -n '__kling_at kling submit i2v' -l 'raw' -d 'Include the provider\'s own payload as `raw` in --json output'
+complete -c kling -n '__kling_at kling submit i2v' -l 'dialect' -x -d 'With --profile sandbox: which provider dialect the sandbox speaks (kling...'
+complete -c kling -n '__kling_at kling submit i2v' -l 'no-journal' -d 'Do not record tasks in the local journal (also KLING_NO_JOURNAL=1); a lost...'
+complete -c kling -n '__kling_at kling submit i2v' -l 'journal' -x -d 'The journal: a file path or sqlite:///path (default: journal.db in the data...'
+complete -c kling -n '__kling_at kling submit i2v' -l 'help' -s 'h' -d 'Show this message and exit'
 
 # kling submit motion
 complete -c kling -n '__kling_at kling submit motion' -l 'image' -r -F -d 'The subject: a jpg/png file or URL (<= 10 MB, >= 300 px, aspect 1:2.5-2.5:1)'
@@ -410,7 +453,7 @@ complete -c kling -n '__kling_at kling submit t2v' -l 'help' -s 'h' -d 'Show thi
 
 # kling wait
 complete -c kling -n '__kling_at kling wait' -l 'from' -r -F -d 'Read ids from a file: one id per line, JSON tasks (NDJSON), or a CSV with a...'
-complete -c kling -n '__kling_at kling wait' -l 'kind' -x -a 't2v motion' -d 'The tasks\' kind (part of the query URL); tried in turn when not given'
+complete -c kling -n '__kling_at kling wait' -l 'kind' -x -a 't2v i2v motion' -d 'The tasks\' kind (part of the query URL); tried in turn when not given'
 complete -c kling -n '__kling_at kling wait' -l 'timeout' -x -d 'Give up after this long (90s, 20m, 1h); the tasks keep running remotely'
 complete -c kling -n '__kling_at kling wait' -l 'interval' -x -d 'Poll every S seconds, 0.5-3600 (default: 2 s growing to 30 s)'
 complete -c kling -n '__kling_at kling wait' -l 'download' -x -a '(__fish_complete_directories (commandline -ct))' -d 'Download each task\'s videos into DIR as soon as it succeeds'

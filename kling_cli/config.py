@@ -30,9 +30,10 @@ DEFAULT_TIMEOUT = 30.0
 DEFAULT_RETRIES = 2
 
 #: keys of [profiles.NAME.defaults]: default submit options, named like the command-line options
-DEFAULT_OPTION_KEYS = ("model", "motion_model", "mode", "duration", "aspect_ratio", "negative_prompt", "cfg_scale",
+DEFAULT_OPTION_KEYS = ("model", "i2v_model", "motion_model", "mode", "duration", "aspect_ratio", "negative_prompt", "cfg_scale",
                        "callback_url", "orientation", "keep_sound")
-PROFILE_KEYS = {"provider", "base_url", "dialect", "api_key_env", "timeout", "retries", "defaults", "options"}
+PROFILE_KEYS = {"provider", "base_url", "dialect", "api_key_env", "timeout", "retries", "defaults", "options",
+                "upload_command", "upload_ttl"}
 SANDBOX_KEYS = {"dialect", "task_seconds"}
 
 Warn = Callable[[str], None]
@@ -63,6 +64,10 @@ class Profile:
     api_key_env: str | None = None
     timeout: float | None = None
     retries: int | None = None
+    #: the uploader: a command template that puts a local file where the provider can fetch it, printing its URL
+    upload_command: str | None = None
+    #: how long (seconds) the URLs it prints stay valid (presigned URLs); None: for good
+    upload_ttl: float | None = None
     defaults: dict[str, Any] = field(default_factory=dict)
     #: dialect-specific settings (e.g. aigw header names), passed to the dialect as they are
     options: dict[str, Any] = field(default_factory=dict)
@@ -73,7 +78,7 @@ class Profile:
 
     def to_toml(self) -> dict[str, Any]:
         body: dict[str, Any] = {"provider": self.provider}
-        for key in ("base_url", "dialect", "api_key_env", "timeout", "retries"):
+        for key in ("base_url", "dialect", "api_key_env", "timeout", "retries", "upload_command", "upload_ttl"):
             value = getattr(self, key)
             if value is not None:
                 body[key] = value
@@ -164,6 +169,11 @@ def _parse_profile(path: Path, name: str, table: Any, warn: Warn) -> Profile:
         profile.timeout = _checked(path, f"{where} -> timeout", rules.http_timeout, table["timeout"])
     if "retries" in table:
         profile.retries = _checked(path, f"{where} -> retries", rules.retries, table["retries"])
+    if "upload_command" in table:
+        profile.upload_command = _checked(path, f"{where} -> upload_command", rules.upload_command,
+                                          table["upload_command"])
+    if "upload_ttl" in table:
+        profile.upload_ttl = _checked(path, f"{where} -> upload_ttl", rules.upload_ttl, table["upload_ttl"])
     if provider == "custom":
         if not profile.dialect:
             raise _bad(path, f"{where} -> dialect", "required for provider 'custom'")
@@ -254,6 +264,9 @@ class Resolved:
     sandbox: bool
     sandbox_settings: dict[str, Any]
     sources: dict[str, str]
+    #: the profile's uploader (`upload_command`) and the lifetime of the URLs it prints (`upload_ttl`, seconds)
+    upload_command: str | None = None
+    upload_ttl: float | None = None
 
     def explain(self) -> list[str]:
         base = self.base_url or "(the built-in sandbox, started on demand)"
@@ -343,6 +356,8 @@ def resolve(
         sandbox=False,
         sandbox_settings={},
         sources=sources,
+        upload_command=profile.upload_command,
+        upload_ttl=profile.upload_ttl,
     )
 
 

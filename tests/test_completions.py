@@ -132,18 +132,18 @@ def bash_complete(*words: str, cwd: Path = REPO) -> list[str]:
 @pytest.mark.parametrize(("words", "expected"), [
     (["kling", "su"], ["submit"]),
     (["kling", ""], "ROOT_COMMANDS"),
-    (["kling", "submit", ""], ["motion", "t2v"]),
+    (["kling", "submit", ""], ["i2v", "motion", "t2v"]),
     (["kling", "submit", "t2v", "--mo"], ["--mode", "--model"]),
     (["kling", "submit", "motion", "--orientation", ""], ["image", "video"]),
     (["kling", "submit", "motion", "--mode", "p"], ["pro"]),
     (["kling", "profile", "add", "work", "--provider", "c"], ["cometapi", "custom"]),
-    (["kling", "status", "--kind", ""], ["motion", "t2v"]),
+    (["kling", "status", "--kind", ""], ["i2v", "motion", "t2v"]),
     (["kling", "pro"], ["profile"]),
     (["kling", "profile", "r"], ["remove"]),
     (["kling", "sandbox", ""], ["serve"]),
     # global options before the subcommand, and their values, are skipped
-    (["kling", "-p", "submit", "--json", "submit", ""], ["motion", "t2v"]),
-    (["kling", "-qvp", "work", "submit", ""], ["motion", "t2v"]),
+    (["kling", "-p", "submit", "--json", "submit", ""], ["i2v", "motion", "t2v"]),
+    (["kling", "-qvp", "work", "submit", ""], ["i2v", "motion", "t2v"]),
     # the value of an option is not taken for a positional word or a subcommand
     (["kling", "submit", "t2v", "--model", "x", "--mode", ""], ["pro", "std"]),
     # --opt=value: bash splits the word at '=' and replaces only what follows it

@@ -38,11 +38,13 @@ def dry_run(ctx: AppContext, opts: BatchOptions) -> int:
 
     service = ctx.service()
     totals = Totals()
+    files: dict[str, dict[str, Any]] = {}
 
     def show(row, req, identity: str, external_id: str) -> None:
         req.external_id = external_id
         body, guess = dry_run_request(service, opts.kind, req)
         totals.add(guess.cost)
+        files.update({upload["sha256"]: upload for upload in body.get("uploads", [])})
         ctx.out.json({"row": row.number, "line": row.line, "identity": identity, "external_id": external_id,
                       **body})
 
@@ -53,6 +55,7 @@ def dry_run(ctx: AppContext, opts: BatchOptions) -> int:
                  f"{len(plan.problems)} invalid; nothing was sent")
     ctx.out.info(f"estimated cost: {totals.text()}" + (" (no public price for some rows: see the README's price "
                                                        "table)" if totals.unknown else ""))
+    say_uploads(ctx, list(files.values()))
     return int(ExitCode.USAGE) if plan.problems and not opts.skip_invalid else 0
 
 
@@ -60,14 +63,26 @@ def dry_run_request(service, kind: str, req) -> tuple[dict[str, Any], Any]:
     """What a submit would send (inline media shown as a placeholder) and what it would cost."""
     from kling_cli.pricing import estimate
 
-    if getattr(req, "image", None) is not None and not req.image.is_url:
-        req.image_base64 = f"<base64 of {req.image.value}>"
+    uploads = service.upload_plan(kind, req)
+    for attr in ("image", "image_tail"):
+        ref = getattr(req, attr, None)
+        if ref is not None and not ref.is_url:
+            setattr(req, f"{attr}_base64", f"<base64 of {ref.value}>")
     wire = service.dialect.build_submit(kind, req)
     resolved = service.resolved
     guess = estimate(resolved.provider, resolved.dialect, kind, wire.json)
     return {"kind": kind, "model": service.dialect.model_for(kind, req.model), "method": wire.method, "path": wire.path, "request": wire.json,
             "estimate": {"cost": guess.cost.to_json() if guess.cost else None, "unit": guess.unit,
-                         "source": guess.source, "for": guess.what}}, guess
+                         "source": guess.source, "for": guess.what},
+            **({"uploads": uploads} if uploads else {})}, guess
+
+
+def say_uploads(ctx: AppContext, uploads: list[dict[str, Any]]) -> None:
+    """--dry-run: which local files would be uploaded, and which have a URL already (this uploader's, still
+    fresh)."""
+    for upload in uploads:
+        ctx.out.info(f"already uploaded: {upload['file']} -> {upload['url']}" if upload["url"] else
+                     f"would upload: {upload['file']} (sha256 {upload['sha256'][:12]}...)")
 
 
 def run_batch(ctx: AppContext, opts: BatchOptions, run: RunOptions) -> int:

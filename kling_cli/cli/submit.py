@@ -1,4 +1,4 @@
-"""`kling submit t2v` and `kling submit motion`."""
+"""`kling submit t2v`, `kling submit i2v` and `kling submit motion`."""
 
 from __future__ import annotations
 
@@ -56,6 +56,16 @@ IntervalOpt = Annotated[Optional[float], typer.Option("--interval", callback=rul
                                                       show_default=False)]
 DownloadOpt = Annotated[Optional[Path], typer.Option("--download", metavar="DIR", help="Wait, then download the "
                                                      "videos into DIR.", show_default=False)]
+
+
+DurationOpt = Annotated[Optional[int], typer.Option("--duration", help="Seconds: 5 or 10 (3-15 on kling-v3).",
+                                                   show_default=False)]
+NegativePromptOpt = Annotated[Optional[str], typer.Option("--negative-prompt", help="What to avoid.",
+                                                          show_default=False)]
+CfgScaleOpt = Annotated[Optional[float], typer.Option("--cfg-scale", help="Prompt adherence, 0-1 (not on kling-v2.x).",
+                                                      show_default=False)]
+CameraOpt = Annotated[Optional[str], typer.Option("--camera-control", metavar="JSON", help="Camera movement, as "
+                                                  "Kling's camera_control object.", show_default=False)]
 
 
 def parse_extra(items: list[str] | None) -> dict[str, Any]:
@@ -119,6 +129,9 @@ DEFAULT_MAX_IN_FLIGHT = 5
 _PROFILE_DEFAULTS = {
     "t2v": {"model": "model", "mode": "mode", "duration": "duration", "aspect_ratio": "aspect_ratio",
             "negative_prompt": "negative_prompt", "cfg_scale": "cfg_scale", "callback_url": "callback_url"},
+    # not aspect_ratio: most providers take none for image to video (the video takes the image's)
+    "i2v": {"i2v_model": "model", "mode": "mode", "duration": "duration", "negative_prompt": "negative_prompt",
+            "cfg_scale": "cfg_scale", "callback_url": "callback_url"},
     "motion": {"motion_model": "model", "mode": "mode", "orientation": "orientation", "keep_sound": "keep_sound",
                "callback_url": "callback_url"},
 }
@@ -200,12 +213,13 @@ def _run(ctx: AppContext, kind: str, fields: dict[str, Any], batch: _Batch, foll
 
 def _dry_run(ctx: AppContext, kind: str, req: Any) -> int:
     """The request a submit would send, and its estimated cost; nothing is sent."""
-    from kling_cli.cli._batch import dry_run_request
+    from kling_cli.cli._batch import dry_run_request, say_uploads
 
     service = ctx.service()
     service.preflight(kind, req)
     body, guess = dry_run_request(service, kind, req)
     ctx.out.json(body)
+    say_uploads(ctx, body.get("uploads", []))
     ctx.out.info(f"dry run: nothing was sent; estimated cost: {guess.text()}")
     return 0
 
@@ -215,6 +229,7 @@ def _submit(ctx: AppContext, kind: str, req: Any, follow: _Follow, deadline: flo
 
     service = ctx.service(journal_required=True)
     service.preflight(kind, req)
+    service.upload_media(kind, req)  # checked first: nothing is uploaded that Kling would refuse
     given = req.external_id
     req.external_id = req.external_id or new_external_id()
     ctx.submitting = req.external_id  # named if Ctrl-C lands while the answer is awaited
@@ -249,18 +264,13 @@ def submit_t2v(
                                                     "CometAPI).", show_default=False)] = None,
     model: ModelOpt = None,
     mode: ModeOpt = None,
-    duration: Annotated[Optional[int], typer.Option("--duration", help="Seconds: 5 or 10 (3-15 on kling-v3).",
-                                                    show_default=False)] = None,
+    duration: DurationOpt = None,
     aspect_ratio: Annotated[Optional[AspectRatio], typer.Option("--aspect-ratio", help="16:9, 9:16 or 1:1; "
                                                                 "CometAPI also takes 4:3, 3:4, 3:2, 2:3.",
                                                                 show_default=False)] = None,
-    negative_prompt: Annotated[Optional[str], typer.Option("--negative-prompt", help="What to avoid.",
-                                                           show_default=False)] = None,
-    cfg_scale: Annotated[Optional[float], typer.Option("--cfg-scale", help="Prompt adherence, 0-1 (not on "
-                                                       "kling-v2.x).", show_default=False)] = None,
-    camera_control: Annotated[Optional[str], typer.Option("--camera-control", metavar="JSON", help="Camera "
-                                                          "movement, as Kling's camera_control object.",
-                                                          show_default=False)] = None,
+    negative_prompt: NegativePromptOpt = None,
+    cfg_scale: CfgScaleOpt = None,
+    camera_control: CameraOpt = None,
     callback_url: CallbackOpt = None,
     external_id: ExternalIdOpt = None,
     extra: ExtraOpt = None,
@@ -296,6 +306,61 @@ def submit_t2v(
                           external_id=external_id, extra=values.get("extra", {}))
 
     return _run(ctx, "t2v", fields, batch, follow, build)
+
+
+@command(submit_app, "i2v", task_options=True, groups=_GROUPS)
+def submit_i2v(
+    ctx: AppContext,
+    prompt: Annotated[Optional[str], typer.Argument(help="What happens in the video (optional on most providers; "
+                                                    "ezmodel and AceData require one).", show_default=False)] = None,
+    image: Annotated[Optional[str], typer.Option("--image", metavar="PATH|URL", help="The first frame: a jpg/png "
+                                                 "file or URL (<= 10 MB, >= 300 px, aspect 1:2.5-2.5:1).",
+                                                 show_default=False)] = None,
+    image_tail: Annotated[Optional[str], typer.Option("--image-tail", metavar="PATH|URL", help="The last frame "
+                                                      "(same rules); not with --camera-control.",
+                                                      show_default=False)] = None,
+    model: ModelOpt = None,
+    mode: ModeOpt = None,
+    duration: DurationOpt = None,
+    aspect_ratio: Annotated[Optional[AspectRatio], typer.Option("--aspect-ratio", help="Where the provider takes "
+                                                                "one (AceData); elsewhere the video takes the "
+                                                                "image's.", show_default=False)] = None,
+    negative_prompt: NegativePromptOpt = None,
+    cfg_scale: CfgScaleOpt = None,
+    camera_control: CameraOpt = None,
+    callback_url: CallbackOpt = None,
+    external_id: ExternalIdOpt = None,
+    extra: ExtraOpt = None,
+    *,
+    follow: _Follow,
+    batch: _Batch,
+) -> int:
+    """Submit an image-to-video task (the image is the first frame), or one per row of a CSV file.
+
+    Example: kling submit i2v --image me.png "she turns and smiles" --image-tail end.png --wait --download videos
+    """
+    from kling_cli.models import I2VRequest
+
+    if prompt is not None and batch.from_csv is not None:
+        raise UsageError("give either a PROMPT or --from-csv FILE (with a prompt column)")
+    if prompt is not None:
+        _flag("prompt", prompt, label="PROMPT")
+    if external_id is not None:
+        _flag("external_id", external_id)
+    if external_id and batch.from_csv:
+        raise UsageError("--external-id names one task: with --from-csv use an external_id column")
+    fields = {"image": image, "image_tail": image_tail, "prompt": prompt, "model": model,
+              "mode": mode.value if mode else None, "duration": duration,
+              "aspect_ratio": aspect_ratio.value if aspect_ratio else None, "negative_prompt": negative_prompt,
+              "cfg_scale": cfg_scale, "camera_control": _camera(camera_control), "callback_url": callback_url,
+              "extra": parse_extra(extra)}
+
+    def build(values: dict[str, Any]) -> I2VRequest:
+        if values.get("image") is None:
+            raise UsageError("--image is required", hint="the first frame: a jpg/png file or an https:// URL")
+        return I2VRequest.from_values({**values, "external_id": external_id})
+
+    return _run(ctx, "i2v", fields, batch, follow, build)
 
 
 _MOTION_REQUIRED = {

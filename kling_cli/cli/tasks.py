@@ -15,6 +15,7 @@ from kling_cli.cli.submit import IntervalOpt
 
 class Kind(str, Enum):
     t2v = "t2v"
+    i2v = "i2v"
     motion = "motion"
 
 

@@ -385,6 +385,22 @@ class Journal:
                 self._run("UPDATE submissions SET files = ?, updated_at = ? WHERE task_id = ?",
                           (json.dumps(files), now_iso(), task_id))
 
+    # -- uploads (local files a provider needed as URLs) -----------------------------------------
+    def upload_of(self, sha256: str, uploader: str) -> tuple[str, float] | None:
+        """(URL, when it was uploaded) of a file this uploader put somewhere, or None."""
+        with self._lock:
+            if self._closed:
+                return None
+            rows = self._run("SELECT url, uploaded_at FROM uploads WHERE sha256 = ? AND uploader = ?",
+                             (sha256, uploader))[0]
+        return (rows[0]["url"], float(rows[0]["uploaded_at"])) if rows else None
+
+    def record_upload(self, sha256: str, uploader: str, url: str, name: str, size: int, uploaded_at: float) -> None:
+        self._write("INSERT INTO uploads (sha256, uploader, url, name, size, uploaded_at) VALUES (?,?,?,?,?,?)"
+                    " ON CONFLICT (sha256, uploader) DO UPDATE SET url = excluded.url, name = excluded.name,"
+                    " size = excluded.size, uploaded_at = excluded.uploaded_at",
+                    (sha256, uploader, url, name, size, uploaded_at))
+
     # -- reads --------------------------------------------------------------------------------
     def find_task(self, task_id: str) -> Entry | None:
         found = self._read("SELECT * FROM submissions WHERE task_id = ? ORDER BY id DESC LIMIT 1", (task_id,))

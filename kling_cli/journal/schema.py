@@ -77,8 +77,28 @@ def _m003_task_times(types: Mapping[str, str]) -> list[str]:
     ]
 
 
+def _m004_uploads(types: Mapping[str, str]) -> list[str]:
+    # Local files put where a provider can fetch them: one URL per file content and uploader, with when it was
+    # uploaded (seconds since the epoch, this machine's clock) so that a presigned URL past its lifetime is
+    # uploaded again.
+    return [
+        f"""
+        CREATE TABLE uploads (
+            sha256 TEXT NOT NULL,
+            uploader TEXT NOT NULL,
+            url TEXT NOT NULL,
+            name TEXT,
+            size BIGINT,
+            uploaded_at {types["real"]} NOT NULL,
+            PRIMARY KEY (sha256, uploader)
+        )
+        """,
+    ]
+
+
 MIGRATIONS: list[tuple[str, Callable[[Mapping[str, str]], list[str]]]] = [
     ("001_submissions", _m001_submissions),
     ("002_claims", _m002_claims),
     ("003_task_times", _m003_task_times),
+    ("004_uploads", _m004_uploads),
 ]
