@@ -152,3 +152,19 @@ def test_libpq_finds_the_password_as_psql_does_and_it_is_masked_everywhere(kling
         assert pgserver.PASSWORD not in output
     names = [row[0] for row in query(pg_url, "SELECT name FROM _migrations ORDER BY name")]
     assert names == ["001_submissions", "002_claims", "003_task_times"]  # the same named migrations as SQLite
+
+
+def test_a_file_uploaded_from_one_machine_is_not_uploaded_again_from_another(kling, sandbox, add_profile, pg_url,
+                                                                              tmp_path):
+    from test_uploads import IMAGE, runs, uploader
+
+    log = tmp_path / "uploads.log"
+    add_profile("ace", sandbox.base_url("acedata"), dialect="acedata", auth="key",
+                extra=("--upload-command", uploader(sandbox, log)))
+    for n in range(2):
+        env = {"KLING_DATA_DIR": str(tmp_path / f"d{n}"), "KLING_JOURNAL": pg_url}
+        result = kling("submit", "i2v", f"a wave {n}", "--image", IMAGE, "-q", env=env)
+        assert result.exit_code == 0, result
+    assert len(runs(log)) == 1
+    ((url,),) = query(pg_url, "SELECT url FROM uploads")
+    assert {task["request"]["start_image_url"] for task in server_tasks(sandbox, "acedata")} == {url}

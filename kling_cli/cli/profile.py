@@ -53,7 +53,7 @@ def _describe(name: str, config, stored: dict[str, Any]) -> dict[str, Any]:
     }
     if profile.api_key_env:
         body["api_key_env"] = profile.api_key_env
-    for key in ("timeout", "retries"):
+    for key in ("timeout", "retries", "upload_command", "upload_ttl"):
         if getattr(profile, key) is not None:
             body[key] = getattr(profile, key)
     if profile.defaults:
@@ -92,6 +92,13 @@ def profile_add(
                                                      "HTTP request, 0.1-3600.", show_default=False)] = None,
     retries: Annotated[Optional[int], typer.Option("--retries", callback=rule("retries"), help="Retries of a "
                                                    "failed request, 0-10.", show_default=False)] = None,
+    upload_command: Annotated[Optional[str], typer.Option(
+        "--upload-command", metavar="TEMPLATE", callback=rule("upload_command"), help="Uploader for local files the "
+        "provider takes as URLs only: a command that prints the file's public URL; {path}, {name}, {sha256} and "
+        "{ext} are filled in (see the README, 'Local files').", show_default=False)] = None,
+    upload_ttl: Annotated[Optional[str], typer.Option(
+        "--upload-ttl", metavar="DURATION", callback=rule("upload_ttl"), help="How long the uploader's URLs stay "
+        "valid (presigned URLs), e.g. 6d or 12h; an older one is uploaded again.", show_default=False)] = None,
     default: Annotated[bool, typer.Option("--default", help="Make it the default profile.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing profile of that name.")] = False,
 ) -> int:
@@ -148,6 +155,8 @@ def profile_add(
         api_key_env=api_key_env or (old.api_key_env if old else None),
         timeout=timeout if timeout is not None else (old.timeout if old else None),
         retries=retries if retries is not None else (old.retries if old else None),
+        upload_command=upload_command or (old.upload_command if old else None),
+        upload_ttl=upload_ttl if upload_ttl is not None else (old.upload_ttl if old else None),  # type: ignore[arg-type]
         defaults=dict(old.defaults) if old else {},
         options=dict(old.options) if old else {},
     )
