@@ -199,3 +199,66 @@ def test_the_sandbox_upload_route(sandbox):
 
 
 FIRST = "https://x.test/first.png"
+
+
+def readme_templates() -> dict[str, str]:
+    """The README's uploader templates, by program, as TOML would read them."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+
+    text = (Path(__file__).parent.parent / "README.md").read_text()
+    block = text.split("Templates for common tools")[1].split("```toml")[1].split("```")[0]
+    found = [tomllib.loads(line)["upload_command"] for line in block.splitlines() if line.startswith("upload_command")]
+    return {next(w for w in ("aws", "rclone", "sign-url", "gcloud", "curl") if w in t): t for t in found}
+
+
+#: stand-ins for the cloud tools (no account, no network here): each copies the file into BUCKET and prints
+#: what the real one prints on stdout, so that the README's templates run as written, their `sh -c` included
+STUBS = {
+    "aws": 'if [ "$2" = cp ]; then cp "$4" "$BUCKET/$(basename "$5")"; else echo "https://b.s3.amazonaws.com/k/'
+           '$(basename "$3")?X-Amz-Signature=x"; fi',
+    "rclone": 'cp "$2" "$BUCKET/$(basename "$3")"',
+    "gcloud": 'if [ "$2" = cp ]; then cp "$3" "$BUCKET/$(basename "$4")"; else echo "https://storage.googleapis.com/'
+              'b/$(basename "$3")?X-Goog-Signature=x"; fi',
+}
+
+
+def test_the_readme_uploader_templates_run_as_written(tmp_path, monkeypatch):
+    from kling_cli import rules
+    from kling_cli.uploads import CommandUploader, Uploads
+
+    templates = readme_templates()
+    assert set(templates) == {"aws", "rclone", "gcloud", "sign-url", "curl"}
+    bin_dir, bucket = tmp_path / "bin", tmp_path / "bucket"
+    bin_dir.mkdir()
+    bucket.mkdir()
+    for name, body in STUBS.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("BUCKET", str(bucket))
+    image = tmp_path / "my photos" / """she said "hi" it's $HOME.png"""
+    image.parent.mkdir()
+    shutil.copy(IMAGE, image)
+    for name, template in templates.items():
+        if name == "curl":
+            continue  # below, against a real sandbox
+        uploads = Uploads(CommandUploader("p", rules.upload_command(template)), None, say=print, warn=print)
+        file = uploads.local(str(image))
+        url = uploads.url_for(file)
+        assert url.startswith("https://") and f"{file.sha256}.png" in url, (name, url)
+        assert (bucket / f"{file.sha256}.png").read_bytes() == IMAGE.read_bytes(), name
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_the_readme_curl_template_uploads_to_a_sandbox(kling, sandbox, add_profile):
+    template = readme_templates()["curl"].replace("http://127.0.0.1:8765", sandbox.origin)
+    add_profile("gw", sandbox.base_url("aigw"), dialect="aigw", auth="key", extra=("--upload-command", template))
+    result = kling("submit", "i2v", "a wave", "--image", IMAGE, "--image-tail", DATA / "subject-400x600.jpg",
+                   "--wait", "--json")
+    assert result.exit_code == 0, result
+    params = tasks(sandbox)[0]["request"]["params"]
+    assert httpx.get(params["image"]).content == IMAGE.read_bytes()
+    assert httpx.get(params["imageTail"]).content == (DATA / "subject-400x600.jpg").read_bytes()
