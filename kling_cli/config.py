@@ -30,8 +30,8 @@ DEFAULT_TIMEOUT = 30.0
 DEFAULT_RETRIES = 2
 
 #: keys of [profiles.NAME.defaults]: default submit options, named like the command-line options
-DEFAULT_OPTION_KEYS = ("model", "i2v_model", "motion_model", "mode", "duration", "aspect_ratio", "negative_prompt", "cfg_scale",
-                       "callback_url", "orientation", "keep_sound")
+DEFAULT_OPTION_KEYS = ("model", "i2v_model", "motion_model", "mode", "duration", "aspect_ratio", "negative_prompt",
+                       "cfg_scale", "callback_url", "orientation", "keep_sound")
 PROFILE_KEYS = {"provider", "base_url", "dialect", "api_key_env", "timeout", "retries", "defaults", "options",
                 "upload_command", "upload_ttl"}
 SANDBOX_KEYS = {"dialect", "task_seconds"}

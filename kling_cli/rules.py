@@ -207,7 +207,8 @@ def upload_command(value: Any) -> str:
     except ValueError as exc:
         raise ValueError(f"cannot be split into arguments ({exc}): {quoted(value, 80)}") from None
     if not words:
-        raise ValueError("is empty: name the program to run, e.g. \"rclone copyto {path} remote:bucket/{sha256}.{ext}\"")
+        raise ValueError("is empty: name the program to run and {path}, e.g. "
+                         "\"rclone copyto {path} remote:bucket/{sha256}.{ext}\"")
     if "{path}" not in value:
         raise ValueError("names no {path}: the uploader would not know which file to upload")
     return value

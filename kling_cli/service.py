@@ -300,7 +300,8 @@ class Service:
         if ref is None or ref.is_url:
             return
         inline = self.dialect.image_base64
-        _info, encoded = _cached(cache, ("image", ref.value), lambda: check_image(ref.value, with_base64=load and inline))
+        _info, encoded = _cached(cache, ("image", ref.value),
+                                 lambda: check_image(ref.value, with_base64=load and inline))
         if inline:
             setattr(req, f"{attr}_base64", encoded)
         else:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from kling_cli.errors import ConfigError
+from kling_cli.errors import ConfigError, PreflightError
 from kling_cli.fsutil import sha256_file
 from kling_cli.models import quoted
 
@@ -143,6 +143,12 @@ def checked_url(name: str, url: str, file: LocalFile, said: str, hint: str) -> s
                           + (f" (its last words: {said})" if said else ""), hint=hint or None) from None
 
 
+def shown(url: str) -> str:
+    """A URL fit for a log: a presigned URL's query (its signature, a read grant) is left out."""
+    base, query = url.split("?", 1) if "?" in url else (url, "")
+    return f"{base}?..." if query else base
+
+
 def _last_line(output: bytes) -> str:
     lines = [line.strip() for line in output.decode("utf-8", errors="replace").splitlines() if line.strip()]
     return lines[-1][:300] if lines else ""
@@ -169,10 +175,13 @@ class Uploads:
         from kling_cli.media import content_ext
 
         path = Path(path_text).expanduser().resolve()
-        stat = path.stat()
-        key = (str(path), stat.st_size, stat.st_mtime_ns)
-        if key not in self._files:
-            self._files[key] = LocalFile(str(path), sha256_file(path), content_ext(path), stat.st_size)
+        try:
+            stat = path.stat()
+            key = (str(path), stat.st_size, stat.st_mtime_ns)
+            if key not in self._files:
+                self._files[key] = LocalFile(str(path), sha256_file(path), content_ext(path), stat.st_size)
+        except OSError as exc:  # gone or unreadable since preflight read it
+            raise PreflightError(f"cannot read {path}: {exc.strerror or exc}", hint="nothing was submitted") from None
         return self._files[key]
 
     def _fresh(self, known: Known | None) -> Known | None:
@@ -204,7 +213,7 @@ class Uploads:
         known = Known(url, self.clock())
         self._urls[file.sha256] = known
         self.uploaded.append(file)
-        self.say(f"uploaded {file.path} ({file.size} bytes) with {self.uploader.name}: {url}")
+        self.say(f"uploaded {file.path} ({file.size} bytes) with {self.uploader.name}: {shown(url)}")
         if self.journal is not None and self.uploader.key is not None:
             try:
                 self.journal.record_upload(file.sha256, self.uploader.key, url, file.name, file.size, known.uploaded_at)

@@ -80,8 +80,10 @@ def dry_run_request(service, kind: str, req) -> tuple[dict[str, Any], Any]:
 def say_uploads(ctx: AppContext, uploads: list[dict[str, Any]]) -> None:
     """--dry-run: which local files would be uploaded, and which have a URL already (this uploader's, still
     fresh)."""
+    from kling_cli.uploads import shown
+
     for upload in uploads:
-        ctx.out.info(f"already uploaded: {upload['file']} -> {upload['url']}" if upload["url"] else
+        ctx.out.info(f"already uploaded: {upload['file']} -> {shown(upload['url'])}" if upload["url"] else
                      f"would upload: {upload['file']} (sha256 {upload['sha256'][:12]}...)")
 
 

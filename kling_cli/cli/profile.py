@@ -156,7 +156,7 @@ def profile_add(
         timeout=timeout if timeout is not None else (old.timeout if old else None),
         retries=retries if retries is not None else (old.retries if old else None),
         upload_command=upload_command or (old.upload_command if old else None),
-        upload_ttl=upload_ttl if upload_ttl is not None else (old.upload_ttl if old else None),  # type: ignore[arg-type]
+        upload_ttl=upload_ttl if upload_ttl is not None else (old.upload_ttl if old else None),
         defaults=dict(old.defaults) if old else {},
         options=dict(old.options) if old else {},
     )
