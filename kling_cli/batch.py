@@ -345,8 +345,11 @@ class BatchRun:
         if self.manifest is not None:
             from kling_cli.manifest import task_fields
 
-            values = {"line": item.row.line, "identity": item.identity, "kind": item.kind,
-                      "external_id": item.external_id, **(task_fields(task) if task else {}), **fields}
+            from kling_cli.labels import row_prompt, shorten
+
+            values = {"line": item.row.line, "identity": item.identity, "kind": item.kind, "external_id":
+                      item.external_id, "prompt_start": shorten(row_prompt(item.row.values, self.opts.defaults)),
+                      **(task_fields(task) if task else {}), **fields}
             if not task:
                 values["status"] = state
             self.manifest.update(item.row.number, **values)

@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping
 
 from kling_cli import envvars
 from kling_cli.credentials import Credentials, load_credentials
-from kling_cli.errors import ConfigError
+from kling_cli.errors import ConfigError, UsageError
 from kling_cli.fsutil import write_atomic
 from kling_cli.presets import DIALECT_OPTIONS, DIALECTS, PRESETS, SANDBOX_PROFILE
 
@@ -27,6 +27,7 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_RETRIES = 2
+DEFAULT_SANDBOX_DIALECT = "kling"
 
 #: keys of [profiles.NAME.defaults]: default submit options, named like the command-line options
 DEFAULT_OPTION_KEYS = {
@@ -325,7 +326,7 @@ def resolve(
             hint=f"set it: `kling profile add {name} --provider {profile.provider} --base-url URL --force`",
             code="no_base_url",
         )
-    credentials = _profile_credentials(config, profile, env, warn)
+    credentials = profile_credentials(config, profile, env, warn)
     timeout, sources["timeout"] = (
         (profile.timeout, f"profile {name}") if profile.timeout is not None else (DEFAULT_TIMEOUT, "default")
     )
@@ -348,7 +349,7 @@ def resolve(
     )
 
 
-def _profile_credentials(config: Config, profile: Profile, env: Mapping[str, str], warn: Warn) -> Credentials:
+def profile_credentials(config: Config, profile: Profile, env: Mapping[str, str], warn: Warn) -> Credentials:
     from_env = Credentials.from_env(env)
     if from_env is not None:
         return from_env
@@ -380,9 +381,9 @@ def _resolve_sandbox(
     elif "dialect" in settings:
         dialect, sources["dialect"] = settings["dialect"], f"[sandbox] in {config.path}"
     else:
-        dialect, sources["dialect"] = "kling", "default"
-    if dialect not in DIALECTS:
-        raise ConfigError(f"unknown dialect {dialect!r}; valid: {', '.join(DIALECTS)}", code="bad_option")
+        dialect, sources["dialect"] = DEFAULT_SANDBOX_DIALECT, "default"
+    if dialect not in DIALECTS:  # from --dialect: [sandbox] dialect is checked when the file is read
+        raise UsageError(f"--dialect {dialect}: unknown dialect; valid: {', '.join(DIALECTS)}", code="bad_option")
     # An explicit base URL points the sandbox profile at a running `kling sandbox serve`.
     base_url = env.get(envvars.BASE_URL, "").rstrip("/") or None
     sources["base_url"] = f"from {envvars.BASE_URL}" if base_url else "built-in sandbox"

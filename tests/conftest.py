@@ -41,6 +41,12 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+def result_file(stdout: str) -> Path:
+    """The file of a `wait --download` (or `submit --download`) line: `ID<TAB>STATUS<TAB>FILE<TAB>LABEL`."""
+    (line,) = stdout.splitlines()
+    return Path(line.split("\t")[2])
+
+
 @dataclass
 class Result:
     exit_code: int

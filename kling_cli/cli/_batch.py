@@ -10,6 +10,7 @@ from kling_cli.batch import BatchOptions, BatchRun, Planned, Plan, plan_rows
 from kling_cli.cli._common import AppContext
 from kling_cli.cli._many import DownloadPlan, Tally, finish_downloads, start_download
 from kling_cli.errors import ExitCode, UsageError, WaitTimeout
+from kling_cli.labels import label, row_prompt, shorten
 from kling_cli.models import Task, TaskStatus
 from kling_cli.progress import View
 from kling_cli.waiting import PollPolicy, Waiter, format_duration
@@ -29,23 +30,52 @@ def _report_problems(ctx: AppContext, opts: BatchOptions, plan: Plan) -> None:
         ctx.out.warn(f"{opts.csv_path}:{line}: {message}")
 
 
+def rerun_state(journal, profile: str, identity: str) -> tuple[str, Any]:
+    """What a run would do with a row, by what the journal says of its identity: `new` (send it), `done`
+    (submitted before and finished: report it), `in_flight` (submitted before: follow it, send nothing),
+    `uncertain` (its answer was lost: look it up where the provider can, else hold it back)."""
+    entry = journal.find_identity(profile, identity) if journal is not None else None
+    if entry is None:
+        return "new", None
+    if entry.state == "submitted" and entry.task_id:
+        return ("done" if entry.status in ("succeeded", "failed") else "in_flight"), entry
+    return "uncertain", entry
+
+
 def dry_run(ctx: AppContext, opts: BatchOptions) -> int:
-    """Print the resolved request of every row (inline media shown as a placeholder), send nothing."""
+    """Print the resolved request of every row (inline media shown as a placeholder) and what a real run would
+    do with it, by the journal; send nothing."""
     service = ctx.service()
+    profile = service.resolved.profile
+    journal = service.journal
+    if journal is not None and not journal.history(limit=1, profile=profile):
+        journal = None  # nothing submitted on this profile yet: every row is new
+    states = {"new": 0, "done": 0, "in_flight": 0, "uncertain": 0}
 
     def show(row, req, identity: str, external_id: str) -> None:
-        req.external_id = external_id
+        state, entry = rerun_state(journal, profile, identity)
+        states[state] += 1
+        req.external_id = entry.external_id if entry is not None else external_id
         if getattr(req, "image", None) is not None and not req.image.is_url:
             req.image_base64 = f"<base64 of {req.image.value}>"
         wire = service.dialect.build_submit(opts.kind, req)
-        ctx.out.json({"row": row.number, "line": row.line, "identity": identity, "external_id": external_id,
-                      "kind": opts.kind, "method": wire.method, "path": wire.path, "request": wire.json})
+        ctx.out.json({"row": row.number, "line": row.line, "identity": identity, "external_id": req.external_id,
+                      "kind": opts.kind, "rerun": state, "task_id": entry.task_id if entry is not None else None,
+                      "method": wire.method, "path": wire.path, "request": wire.json})
 
     plan = plan_rows(service, opts, on_row=show, keep=False)
     _report_problems(ctx, opts, plan)
     shard = f", {plan.out_of_shard} in other shards" if plan.out_of_shard else ""
-    ctx.out.info(f"dry run: {plan.accepted} of {plan.total} rows would be submitted{shard}, "
-                 f"{len(plan.problems)} invalid; nothing was sent")
+    if service.dialect.lookup_by_external_id:
+        lost = "looked up by external id first, sent only if it was never created"
+    elif opts.resubmit_uncertain:
+        lost = "sent again (--resubmit-uncertain): may pay twice"
+    else:
+        lost = "not sent again without --resubmit-uncertain"
+    ctx.out.info(f"dry run: {states['new']} of {plan.total} rows would be submitted; "
+                 f"{states['done']} already submitted and finished, {states['in_flight']} in flight (followed, not "
+                 f"sent again), {states['uncertain']} uncertain ({lost}){shard}, {len(plan.problems)} invalid; "
+                 "nothing was sent")
     return int(ExitCode.USAGE) if plan.problems and not opts.skip_invalid else 0
 
 
@@ -71,13 +101,21 @@ def run_batch(ctx: AppContext, opts: BatchOptions, run: RunOptions) -> int:
     tally = Tally()
     view = View(out, total=len(plan.rows))
     printed: set[int] = set()  # each row's line goes to stdout once, when it ends for this run
+    by_task: dict[str, Planned] = {}
 
-    def print_row(item: Planned, state: str, detail: str, task: Task | None = None) -> None:
+    def print_row(item: Planned, state: str, detail: str, task: Task | None = None,
+                  files: list[str] | None = None) -> None:
         if item.row.number not in printed:
             printed.add(item.row.number)
-            _print_row(ctx, item, state, detail, task)
+            _print_row(ctx, item, state, detail, task, files, row_prompt(item.row.values, opts.defaults))
+
+    def downloaded(task: Task, paths: list[str]) -> None:
+        print_row(by_task[task.id], task.status.value, "", task, paths)
 
     def on_event(item: Planned, state: str, detail: str, task: Task | None) -> None:
+        if item.task_id and item.task_id not in by_task:
+            by_task[item.task_id] = item
+            view.labels[item.task_id] = label(item.row.number, row_prompt(item.row.values, opts.defaults))
         if state == "submitted" and item.task_id and item.task_id not in ctx.running:
             ctx.running.append(item.task_id)
         text = f"row {item.row.number} (line {item.row.line}): {state}" + (f": {detail}" if detail else "")
@@ -96,7 +134,8 @@ def run_batch(ctx: AppContext, opts: BatchOptions, run: RunOptions) -> int:
         if task.id in ctx.running:
             ctx.running.remove(task.id)
         if task.status is TaskStatus.SUCCEEDED and run.download is not None:
-            start_download(ctx, task, run.download, view, tally, manifest)
+            by_task[task.id] = item
+            start_download(ctx, task, run.download, view, tally, downloaded, manifest)
         else:
             print_row(item, task.status.value, "", task)
 
@@ -131,24 +170,31 @@ def run_batch(ctx: AppContext, opts: BatchOptions, run: RunOptions) -> int:
     return tally.exit_code()
 
 
-def _print_row(ctx: AppContext, item: Planned, state: str, detail: str, task: Task | None = None) -> None:
+def _print_row(ctx: AppContext, item: Planned, state: str, detail: str, task: Task | None,
+               files: list[str] | None, prompt: str) -> None:
+    """`ROW<TAB>TASK ID<TAB>STATUS<TAB>RESULT<TAB>PROMPT START` whatever the outcome: RESULT is the video URL
+    (the downloaded files with --download) or the reason (JSON: the task with row, line, identity, files)."""
     out = ctx.out
     if out.json_mode:
         body: dict[str, Any] = task.to_json(raw=out.raw) if task else {"id": item.task_id, "status": state}
         body.update({"row": item.row.number, "line": item.row.line, "identity": item.identity,
                      "external_id": item.external_id})
+        if files is not None:
+            body["files"] = files
         if task is None and detail and state in ("refused", "uncertain", "error"):
             body["error"] = {"code": state, "message": detail}
         out.json(body)
         return
-    outcome = ""
-    if task is not None:
+    result = ""
+    if files:
+        result = " ".join(files)
+    elif task is not None:
         from kling_cli.render import outcome_text
 
-        outcome = outcome_text(task)
+        result = outcome_text(task)
     elif state in ("refused", "uncertain", "error"):
-        outcome = detail
-    out.data("\t".join(p for p in (str(item.row.number), item.task_id or "-", state, outcome) if p is not None))
+        result = shorten(detail, 500)  # one line: a reason may hold newlines
+    out.data("\t".join((str(item.row.number), item.task_id or "-", state, result, shorten(prompt))))
 
 
 def batch_options(kind: str, csv_path: Path, defaults: dict[str, Any], *, extra_columns: bool, skip_invalid: bool,

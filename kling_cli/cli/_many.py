@@ -1,8 +1,9 @@
 """Waiting for and downloading many tasks: shared by `wait`, `download` and `submit --wait`.
 
 The poll loop runs in the main thread; queries and downloads run on worker threads. Results are printed
-on stdout as they come (a task when it finishes, or its files once downloaded), so a pipeline can consume
-them while the rest is still running.
+on stdout as they come (a task when it finishes, or once its files are downloaded), so a pipeline can
+consume them while the rest is still running. Each command has one line format whatever the outcome:
+`wait` prints `ID<TAB>STATUS<TAB>URL, FILES OR REASON<TAB>LABEL`, `download` one path per file.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import threading
 from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from kling_cli.cli._common import AppContext
 from kling_cli.downloads import Downloader
@@ -55,8 +57,8 @@ class Tally:
         return int(self.errors[0].exit_code) if self.errors else 0
 
 
-def _report_failure(ctx: AppContext, task: Task, tally: Tally) -> None:
-    ctx.out.task(task)
+def _report_failure(ctx: AppContext, task: Task, tally: Tally, label: str = "") -> None:
+    ctx.out.task(task, label=label)
     reason = task.error.message if task.error else "no reason given"
     error = TaskFailed(f"task {task.id} failed: {reason}", extra={"task_ids": [task.id]})
     if not ctx.out.json_mode:
@@ -64,13 +66,32 @@ def _report_failure(ctx: AppContext, task: Task, tally: Tally) -> None:
     tally.errors.append(error)
 
 
-def start_download(ctx: AppContext, task: Task, plan: DownloadPlan, view: View, tally: Tally,
+#: prints a task whose videos are downloaded: (task, the paths written)
+Report = Callable[[Task, list[str]], None]
+
+
+def print_paths(ctx: AppContext) -> Report:
+    """`download`'s stdout: each file's path (with --json, the task with its files)."""
+    def report(task: Task, paths: list[str]) -> None:
+        if ctx.out.json_mode:
+            ctx.out.task(task, files=paths)
+        else:
+            for path in paths:
+                ctx.out.data(path)
+
+    return report
+
+
+def start_download(ctx: AppContext, task: Task, plan: DownloadPlan, view: View, tally: Tally, report: Report,
                    manifest: Manifest | None = None) -> None:
-    """Download every video of a succeeded task on the worker pool; print its files when they are in."""
+    """Download every video of a succeeded task on the worker pool; `report` it once its files are in."""
     service = ctx.service()
     downloader = service.downloader
 
     def job() -> None:
+        if task.request is None:  # the sidecar says what was asked for, where this machine knows it
+            entry = ctx.entry(task.id)
+            task.request = entry.request if entry is not None else None
         paths = []
         for index, video in enumerate(task.videos):
             if not video.url:
@@ -90,10 +111,8 @@ def start_download(ctx: AppContext, task: Task, plan: DownloadPlan, view: View, 
                 ctx.out.info(f"{done.path} is already complete, skipped (use --force to download again)")
             else:
                 ctx.out.info(f"downloaded {done.path} ({done.size} bytes, sha256 {done.sha256[:12]}...)")
-            if not ctx.out.json_mode:
-                ctx.out.data(str(done.path))
-        if ctx.out.json_mode and not plan.to_stdout:
-            ctx.out.task(task, files=paths)
+        if not plan.to_stdout:
+            report(task, paths)
 
     tally.downloads.append(service.download_pool.submit(job))
 
@@ -118,12 +137,16 @@ def wait_many(
     download: DownloadPlan | None = None,
     fail_fast: bool = False,
     manifest: Manifest | None = None,
+    labels: dict[str, str] | None = None,
 ) -> int:
     service = ctx.service()
     out = ctx.out
     ctx.running[:] = [ref.id for ref in refs]
     tally = Tally()
-    view = View(out, [ref.id for ref in refs])
+    view = View(out, [ref.id for ref in refs], labels=labels)
+
+    def report(task: Task, paths: list[str]) -> None:
+        out.task(task, files=paths, label=view.labels.get(task.id, ""))
 
     def on_update(task: Task) -> None:
         view.update(task)
@@ -135,17 +158,17 @@ def wait_many(
         if task.id in ctx.running:
             ctx.running.remove(task.id)
         if task.status is TaskStatus.FAILED:
-            _report_failure(ctx, task, tally)
+            _report_failure(ctx, task, tally, view.labels.get(task.id, ""))
         elif download is not None:
             try:
-                Downloader.check_ready(task, str(download.out_dir))
+                Downloader.check_ready(task, str(download.out_dir), suggest=ctx.suggest)
             except KlingError as exc:
                 out.error(exc)
                 tally.errors.append(exc)
                 return
-            start_download(ctx, task, download, view, tally, manifest)
+            start_download(ctx, task, download, view, tally, report, manifest)
         else:
-            out.task(task)
+            report(task, [])
 
     def on_error(task_id: str, error: KlingError, final: bool) -> None:
         view.error(task_id, error.message, final)
@@ -171,12 +194,19 @@ def wait_many(
         finish_downloads(ctx, tally)
     if len(refs) > 1:
         out.info(summary_line(view.counts()))
+    elif view.live_mode and not out.shared_terminal:
+        # the live display is gone and the result went elsewhere: leave the outcome on screen
+        line = view.final_line(refs[0].id)
+        if line:
+            out.info(line)
     if outcome.timed_out and outcome.pending:
         ids = " ".join(outcome.pending)
-        which = f"task {ids} is" if len(outcome.pending) == 1 else f"{len(outcome.pending)} tasks are"
-        listed = "" if len(outcome.pending) == 1 else f": {ids}"
+        one = len(outcome.pending) == 1
+        which = f"task {ids} is" if one else f"{len(outcome.pending)} tasks are"
+        listed = "" if one else f": {ids}"
         error = WaitTimeout(f"{which} still running after {format_duration(timeout)}{listed}",
-                            hint=f"they keep running remotely; wait again with `kling wait {ids}`",
+                            hint=f"{'it keeps' if one else 'they keep'} running remotely; wait again with "
+                            f"`{ctx.suggest('wait', *outcome.pending)}`",
                             extra={"task_ids": outcome.pending})
         out.error(error)
         return int(ExitCode.TIMEOUT)
@@ -199,7 +229,7 @@ def download_many(ctx: AppContext, refs: list[TaskRef], plan: DownloadPlan, mani
             if isinstance(result, KlingError):
                 raise result
             assert result is not None
-            Downloader.check_ready(result, str(plan.out_dir))
+            Downloader.check_ready(result, str(plan.out_dir), suggest=ctx.suggest)
             ready.append(result)
         except KlingError as exc:
             out.error(exc)
@@ -208,7 +238,7 @@ def download_many(ctx: AppContext, refs: list[TaskRef], plan: DownloadPlan, mani
         raise UsageError("-o - writes exactly one video to stdout", hint="give one task with one video, or -o DIR")
     with View(out) as view:
         for task in ready:
-            start_download(ctx, task, plan, view, tally, manifest)
+            start_download(ctx, task, plan, view, tally, print_paths(ctx), manifest)
         finish_downloads(ctx, tally)
     if len(refs) > 1 or tally.skipped:
         out.info(f"{tally.files} downloaded, {tally.skipped} already complete, {len(tally.errors)} failed")

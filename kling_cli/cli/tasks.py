@@ -47,6 +47,13 @@ def _refs(ctx: AppContext, ids: list[str] | None, from_file: Path | None, kind: 
     return refs
 
 
+def _labels(ctx: AppContext, refs) -> dict[str, str]:
+    """Row and prompt start of each task, from the journal (which also picks the profile) or the manifest."""
+    from kling_cli.labels import task_labels
+
+    return task_labels(refs, ctx.follow([ref.id for ref in refs]))
+
+
 def _manifest(from_file: Path | None):
     """A batch manifest given with --from is updated with what the command learns."""
     from kling_cli.manifest import Manifest, is_manifest
@@ -60,6 +67,7 @@ def status(ctx: AppContext, task_id: TaskIdArg, kind: KindOpt = None) -> int:
 
     Example: kling status 866889456698785798 --json
     """
+    ctx.follow([task_id])
     task = ctx.service().get(task_id, kind.value if kind else None)
     ctx.out.task(task, detail=True)
     return 0
@@ -87,6 +95,7 @@ def batch_status(
 
     refs = _refs(ctx, task_ids, from_file, kind)
     manifest = _manifest(from_file)  # opened first: a broken one is refused before any query
+    labels = _labels(ctx, refs)
     service = ctx.service()
     service.concurrency = concurrency
     results = service.get_many(refs)
@@ -99,7 +108,7 @@ def batch_status(
             counts["error"] = counts.get("error", 0) + 1
         else:
             counts[result.status.value] = counts.get(result.status.value, 0) + 1
-    print_status_table(ctx.out, refs, results)
+    print_status_table(ctx.out, refs, results, labels)
     if manifest is not None:
         for result in results.values():
             if not isinstance(result, KlingError):
@@ -140,12 +149,13 @@ def wait(
     seconds = parse_duration(timeout)
     check_template(name)
     refs = _refs(ctx, task_ids, from_file, kind)
+    labels = _labels(ctx, refs)
     ctx.service().concurrency = concurrency
     plan = DownloadPlan(download, name) if download is not None else None
     manifest = _manifest(from_file)
     try:
         return wait_many(ctx, refs, timeout=seconds, interval=interval, download=plan, fail_fast=fail_fast,
-                         manifest=manifest)
+                         manifest=manifest, labels=labels)
     finally:
         if manifest is not None:
             manifest.flush(force=True)
@@ -176,6 +186,7 @@ def download(
 
     check_template(name)
     refs = _refs(ctx, task_ids, from_file, kind)
+    ctx.follow([ref.id for ref in refs])
     ctx.service().download_concurrency = concurrency
     plan = DownloadPlan(Path(output), name, force, to_stdout=output == "-")
     manifest = _manifest(from_file)
