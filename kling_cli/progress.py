@@ -191,7 +191,7 @@ class View:
         now = time.monotonic()
         key = (self._version, int(now - self.started), options.max_width)
         if key != self._cache_key:
-            self._cache_lines = console.render_lines(self._renderable(float(int(now - self.started))),
+            self._cache_lines = console.render_lines(self._renderable(float(int(now - self.started)), options.max_width),
                                                      options.update(height=None), pad=False)
             self._cache_key = key
         newline = Segment.line()
@@ -199,7 +199,9 @@ class View:
             yield from line
             yield newline
 
-    def _renderable(self, seconds: float):
+    def _renderable(self, seconds: float, width: int = 100):
+        """The rows and the overall line, for a terminal `width` columns wide: ids and statuses are never cut;
+        the label gives way first, then the bars narrow."""
         from rich.console import Group
         from rich.progress_bar import ProgressBar
         from rich.table import Table
@@ -210,45 +212,55 @@ class View:
             ids = list(self.tasks)
             if len(ids) > MAX_ROWS:
                 ids = list(self.changes)[-MAX_ROWS // 2:]
+            id_width = max((len(i) for i in ids), default=0)
+            bar_width = 20 if width >= id_width + 70 else 10
+            # id, status (9), bar, elapsed (6) and the gaps between five columns
+            room = min(32, width - id_width - 9 - bar_width - 6 - 8)
             table = Table(box=None, pad_edge=False, show_header=False)
-            table.add_column("id", no_wrap=True)
-            # the label gives way first when the terminal is narrow
-            table.add_column("label", no_wrap=True, overflow="ellipsis", max_width=32, ratio=1)
-            for column in ("status", "bar", "elapsed"):
-                table.add_column(column, no_wrap=True)
+            table.add_column("id", no_wrap=True, min_width=id_width)
+            if room >= 8:
+                table.add_column("label", no_wrap=True, max_width=room)
+            table.add_column("status", no_wrap=True, min_width=9)
+            table.add_column("bar", no_wrap=True)
+            table.add_column("elapsed", no_wrap=True)
             for task_id in ids:
                 task = self.tasks.get(task_id)
-                label = Text(shorten(self.labels.get(task_id, ""), 32), style="dim")
+                cells = [task_id]
+                if room >= 8:
+                    cells.append(Text(shorten(self.labels.get(task_id, ""), room), style="dim"))
                 if task_id in self.errors:
-                    table.add_row(task_id, label, Text("error", style="red"),
-                                  Text(shorten(self.errors[task_id], 20), style="red"), "")
+                    table.add_row(*cells, Text("error", style="red"),
+                                  Text(shorten(self.errors[task_id], bar_width), style="red"), "")
                     continue
                 status = task.status.value if task else "waiting"
-                table.add_row(task_id, label, Text(status, style=STATUS_STYLES.get(status, "")), _bar(task),
+                table.add_row(*cells, Text(status, style=STATUS_STYLES.get(status, "")), _bar(task, bar_width),
                               self._elapsed(task_id, now))
             total = self.total or len(self.tasks)
             done = sum(1 for t in self.tasks.values() if t is not None and t.terminal) + len(self.errors)
         counts = self.counts()
         summary = " · ".join(f"{n} {name}" for name, n in counts.items())
         overall = Table(box=None, pad_edge=False, show_header=False)
+        overall.add_column("bar", no_wrap=True)
+        overall.add_column("summary", no_wrap=True, overflow="ellipsis")
         # all done is green only when nothing failed
         end = "yellow" if counts.get(TaskStatus.FAILED.value) or counts.get("error") else "bar.finished"
-        overall.add_row(ProgressBar(total=max(total, 1), completed=done, width=40, finished_style=end),
+        overall.add_row(ProgressBar(total=max(total, 1), completed=done, width=min(40, width // 4),
+                                    finished_style=end),
                         f" {done}/{total} done · {summary} · {format_duration(seconds)}")
         return Group(table, overall)
 
 
-def _bar(task: Task | None):
+def _bar(task: Task | None, width: int):
     """The row's bar: progress where the provider reports it; a failed task's is red, never a full green bar."""
     from rich.progress_bar import ProgressBar
     from rich.text import Text
 
     if task is not None and task.status is TaskStatus.FAILED:
-        return ProgressBar(total=1.0, completed=task.progress or 0.0, width=20, style="red",
+        return ProgressBar(total=1.0, completed=task.progress or 0.0, width=width, style="red",
                            complete_style="red", finished_style="red")
     if task is None or task.progress is None:
-        return Text("-" * 20, style="dim")
-    return ProgressBar(total=1.0, completed=task.progress, width=20)
+        return Text("-" * width, style="dim")
+    return ProgressBar(total=1.0, completed=task.progress, width=width)
 
 
 def summary_line(counts: dict[str, int]) -> str:
