@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from kling_cli.render import one_line
+
 #: characters of the prompt shown beside an id
 PROMPT_START = 40
 
@@ -14,7 +16,7 @@ PROMPT_START = 40
 def shorten(text: str, width: int = PROMPT_START) -> str:
     """One line of at most `width` characters: tabs and newlines become spaces (a label sits in a
     tab-separated line), and a cut is marked with an ellipsis."""
-    line = " ".join(text.split())
+    line = one_line(text)
     return line if len(line) <= width else line[:width - 1].rstrip() + "…"
 
 

@@ -191,7 +191,8 @@ class View:
         now = time.monotonic()
         key = (self._version, int(now - self.started), options.max_width)
         if key != self._cache_key:
-            self._cache_lines = console.render_lines(self._renderable(float(int(now - self.started)), options.max_width),
+            seconds = float(int(now - self.started))
+            self._cache_lines = console.render_lines(self._renderable(seconds, options.max_width),
                                                      options.update(height=None), pad=False)
             self._cache_key = key
         newline = Segment.line()

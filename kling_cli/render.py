@@ -174,9 +174,15 @@ def isatty(stream: Any) -> bool:
         return False
 
 
+def one_line(text: str) -> str:
+    """Text for one field of a tab-separated line: tabs and newlines (a provider's reason may hold them) become
+    spaces."""
+    return " ".join(text.split())
+
+
 def outcome_text(task: Task) -> str:
     if task.status.value == "failed" and task.error:
-        return task.error.message
+        return one_line(task.error.message)
     urls = [v.url for v in task.videos if v.url]
     return " ".join(urls)
 

@@ -508,7 +508,7 @@ def _zsh_function(cmd: Cmd) -> str:
     return "_kling_cmd" + "".join("__" + re.sub(r"[^A-Za-z0-9]", "_", part) for part in cmd.path[1:])
 
 
-_ZSH_PROFILES = r'''# Profile names: the built-in sandbox and the [profiles.NAME] tables of config.toml (a file read, no kling run).
+_ZSH_PROFILES = r'''# Profile names: the built-in sandbox and the [profiles.NAME] tables of config.toml (read, no kling run).
 _kling_profiles() {
     local dir=${KLING_CONFIG_DIR:-${XDG_CONFIG_HOME:-$HOME/.config}/kling}
     local -a names

@@ -205,6 +205,8 @@ def test_rows_are_labelled_and_every_outcome_has_the_same_line(kling, kling_prof
     assert lines[ids[0]][1:] == ["succeeded", str(tmp_path / "w" / f"{ids[0]}.mp4"), "row 1: a red fox in the snow"]
     assert lines[ids[1]][1:3] == ["failed", bad[3]] and lines[ids[1]][3] == "row 2: a whale sandbox:fail"
     assert f"task {ids[0]} (row 1: a red fox in the snow): succeeded" in waited.stderr
+    (as_json,) = kling("wait", ids[0], "--json").json_lines()
+    assert "files" not in as_json  # only a mode that downloads lists files
     # another machine, no journal: the manifest's prompt_start labels the rows
     unjournaled = kling("wait", "--from", results, "--no-journal")
     assert {line.split("\t")[3] for line in unjournaled.stdout.splitlines()} == {

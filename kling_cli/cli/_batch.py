@@ -185,15 +185,15 @@ def _print_row(ctx: AppContext, item: Planned, state: str, detail: str, task: Ta
             body["error"] = {"code": state, "message": detail}
         out.json(body)
         return
+    from kling_cli.render import one_line, outcome_text
+
     result = ""
     if files:
         result = " ".join(files)
     elif task is not None:
-        from kling_cli.render import outcome_text
-
         result = outcome_text(task)
     elif state in ("refused", "uncertain", "error"):
-        result = shorten(detail, 500)  # one line: a reason may hold newlines
+        result = one_line(detail)
     out.data("\t".join((str(item.row.number), item.task_id or "-", state, result, shorten(prompt))))
 
 

@@ -66,17 +66,17 @@ def _report_failure(ctx: AppContext, task: Task, tally: Tally, label: str = "") 
     tally.errors.append(error)
 
 
-#: prints a task whose videos are downloaded: (task, the paths written)
-Report = Callable[[Task, list[str]], None]
+#: prints a finished task: (task, the paths written, or None when nothing was to be downloaded)
+Report = Callable[[Task, "list[str] | None"], None]
 
 
 def print_paths(ctx: AppContext) -> Report:
     """`download`'s stdout: each file's path (with --json, the task with its files)."""
-    def report(task: Task, paths: list[str]) -> None:
+    def report(task: Task, paths: list[str] | None) -> None:
         if ctx.out.json_mode:
             ctx.out.task(task, files=paths)
         else:
-            for path in paths:
+            for path in paths or []:
                 ctx.out.data(path)
 
     return report
@@ -145,7 +145,7 @@ def wait_many(
     tally = Tally()
     view = View(out, [ref.id for ref in refs], labels=labels)
 
-    def report(task: Task, paths: list[str]) -> None:
+    def report(task: Task, paths: list[str] | None) -> None:
         out.task(task, files=paths, label=view.labels.get(task.id, ""))
 
     def on_update(task: Task) -> None:
@@ -168,7 +168,7 @@ def wait_many(
                 return
             start_download(ctx, task, download, view, tally, report, manifest)
         else:
-            report(task, [])
+            report(task, None)
 
     def on_error(task_id: str, error: KlingError, final: bool) -> None:
         view.error(task_id, error.message, final)

@@ -11,7 +11,7 @@ import typer
 
 from kling_cli.cli._app import submit_app
 from kling_cli.cli._common import AppContext, command
-from kling_cli.errors import UsageError
+from kling_cli.errors import KlingError, UsageError
 
 
 class Mode(str, Enum):
@@ -226,8 +226,13 @@ def submit_t2v(
     from kling_cli.models import T2VRequest
 
     if (prompt is None) == (batch.from_csv is None):
-        raise UsageError("give either a PROMPT or --from-csv FILE", hint='`kling submit t2v "a red fox"` or '
-                         "`kling submit t2v --from-csv FILE`")
+        try:
+            ctx.resolved()  # so that the examples name the profile where this shell needs it
+        except KlingError:
+            pass
+        raise UsageError("give either a PROMPT or --from-csv FILE",
+                         hint=f"`{ctx.suggest('submit', 't2v', 'a red fox')}` or "
+                         f"`{ctx.suggest('submit', 't2v', '--from-csv', 'FILE')}`")
     fields = {"model": model, "mode": mode.value if mode else None, "duration": duration,
               "aspect_ratio": aspect_ratio.value if aspect_ratio else None, "negative_prompt": negative_prompt,
               "cfg_scale": cfg_scale, "camera_control": _camera(camera_control), "callback_url": callback_url,

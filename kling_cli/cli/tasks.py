@@ -48,10 +48,15 @@ def _refs(ctx: AppContext, ids: list[str] | None, from_file: Path | None, kind: 
 
 
 def _labels(ctx: AppContext, refs) -> dict[str, str]:
-    """Row and prompt start of each task, from the journal (which also picks the profile) or the manifest."""
+    """Row and prompt start of each task, from the journal (which also gives the profile and the kind of the
+    tasks this machine submitted) or the manifest."""
     from kling_cli.labels import task_labels
 
-    return task_labels(refs, ctx.follow([ref.id for ref in refs]))
+    entries = ctx.follow([ref.id for ref in refs])
+    for ref in refs:
+        if ref.kind is None and ref.id in entries:
+            ref.kind = entries[ref.id].kind
+    return task_labels(refs, entries)
 
 
 def _manifest(from_file: Path | None):
