@@ -69,7 +69,7 @@ def test_three_machines_share_one_journal_and_a_fourth_reruns_for_free(ace, sand
     assert_each_row_once(sandbox, ace, [tmp_path / "m3.csv"])
     for name in ("d0", "d3"):  # history and batch-status work from any machine
         env = machine(tmp_path, name, pg_url)
-        history = finish(start(["history", "-n", "1000"], env))
+        history = finish(start(["history", "--limit", "1000"], env))
         assert history[0] == 0 and len(history[1].splitlines()) == ROWS
         status = finish(start(["batch-status", "--from", tmp_path / "m0.csv"], env))
         assert status[0] == 0 and len(status[1].splitlines()) == ROWS
