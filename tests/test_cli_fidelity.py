@@ -45,6 +45,18 @@ def test_success_without_a_video_is_never_a_plain_success(kling, sandbox, add_pr
     assert list(tmp_path.glob("*.mp4")) == []
 
 
+def test_a_csv_row_that_succeeded_without_a_video_is_not_a_plain_success(kling, sandbox, add_profile, tmp_path):
+    profile(add_profile, sandbox, "aigw")
+    jobs = tmp_path / "jobs.csv"
+    jobs.write_text("prompt\na fox\na boat sandbox:novideo\n")
+    result = kling("submit", "t2v", "--from-csv", jobs, "--wait", "--download", tmp_path / "v")
+    assert result.exit_code == 5, result
+    lines = {line.split("\t")[0]: line.split("\t") for line in result.stdout.splitlines()}
+    assert lines["1"][2] == "succeeded" and Path(lines["1"][3]).exists()
+    assert lines["2"][2] == "succeeded" and "gave no video URL" in lines["2"][3]
+    assert "1 succeeded" in result.stderr and "1 succeeded without a video" in result.stderr
+
+
 # --- 2. AceData's top-level state ---------------------------------------------------------------------
 
 def test_acedata_cancelled_record_ends_the_wait(kling, sandbox, add_profile):

@@ -160,7 +160,7 @@ def run_batch(ctx: AppContext, opts: BatchOptions, run: RunOptions) -> int:
             return
         if task.id in ctx.running:
             ctx.running.remove(task.id)
-        if task.status is TaskStatus.SUCCEEDED and run.download is not None:
+        if task.status is TaskStatus.SUCCEEDED and run.download is not None and not task.without_video:
             start_download(ctx, task, run.download, view, tally, events, downloaded)
         else:
             print_row(item, task.status.value, "", task)
@@ -188,7 +188,8 @@ def run_batch(ctx: AppContext, opts: BatchOptions, run: RunOptions) -> int:
              f"{result.succeeded} succeeded, {result.failed} failed, {result.refused} refused, "
              f"{result.uncertain} uncertain, {len(plan.problems)} invalid"
              + (f", {plan.out_of_shard} in other shards" if plan.out_of_shard else "")
-             + (f", {result.followed} submitted by other processes" if result.followed else ""))
+             + (f", {result.followed} submitted by other processes" if result.followed else "")
+             + (f", {result.no_video} succeeded without a video" if result.no_video else ""))
     if result.budget is not None:
         budget = result.budget
         out.info(f"cost: {result.spent:g} {budget.unit} of --max-cost {budget.amount:g} {budget.unit} (reported where "
