@@ -35,9 +35,9 @@ function __kling_value_options
         case 'kling download'
             printf '%s\n' '--from' '--kind' '--output' '-o' '--name' '--concurrency' '--profile' '-p' '--dialect' '--journal'
         case 'kling history'
-            printf '%s\n' '--limit' '-n' '--status' '--profile' '-p' '--journal'
+            printf '%s\n' '--limit' '--status' '--profile' '-p' '--journal'
         case 'kling profile add'
-            printf '%s\n' '--provider' '--base-url' '--dialect' '--api-key-file' '--api-key-env' '--access-key' '--secret-key-file' '--webhook-secret-file' '--timeout' '--retries' '--profile' '-p'
+            printf '%s\n' '--provider' '--base-url' '--dialect' '--api-key-file' '--api-key-env' '--access-key' '--secret-key-file' '--webhook-secret-file' '--timeout' '--retries' '--upload-command' '--upload-ttl' '--profile' '-p'
         case 'kling profile list'
             printf '%s\n' '--profile' '-p'
         case 'kling profile remove'
@@ -101,6 +101,21 @@ function __kling_path
     echo $path
 end
 
+# Profile names: the built-in sandbox and the [profiles.NAME] tables of config.toml (a file read, no kling run).
+function __kling_profiles
+    set -l dir $KLING_CONFIG_DIR
+    if test -z "$dir"
+        set dir $HOME/.config/kling
+        set -q XDG_CONFIG_HOME; and set dir $XDG_CONFIG_HOME/kling
+    end
+    test -r $dir/config.toml; or set dir "$HOME/Library/Application Support/kling"
+    echo sandbox
+    if test -r $dir/config.toml
+        string replace -rf '^\[profiles\.([A-Za-z0-9_-]+)\]\s*$' '$1' <$dir/config.toml
+        string replace -rf '^\[profiles\."([^"]+)"\]\s*$' '$1' <$dir/config.toml
+    end
+end
+
 # True when the cursor is in the command path given as arguments.
 function __kling_at
     test (__kling_path) = "$argv"
@@ -120,7 +135,7 @@ complete -c kling -n '__kling_at kling' -a 'status' -d 'Query a task once and pr
 complete -c kling -n '__kling_at kling' -a 'submit' -d 'Submit a paid generation task (prints its id on stdout)'
 complete -c kling -n '__kling_at kling' -a 'wait' -d 'Wait until tasks succeed or fail, printing each one as it finishes'
 complete -c kling -n '__kling_at kling' -l 'version' -d 'Print the version and exit'
-complete -c kling -n '__kling_at kling' -l 'profile' -s 'p' -x -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
+complete -c kling -n '__kling_at kling' -l 'profile' -s 'p' -x -a '(__kling_profiles)' -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
 complete -c kling -n '__kling_at kling' -l 'json' -d 'Print one JSON object per line on stdout, errors included'
 complete -c kling -n '__kling_at kling' -l 'quiet' -s 'q' -d 'Less on stderr; -qq hides warnings too'
 complete -c kling -n '__kling_at kling' -l 'verbose' -s 'v' -d 'Explain where settings came from; -vv logs each HTTP request'
@@ -137,7 +152,7 @@ complete -c kling -n '__kling_at kling batch-status' -l 'from' -r -F -d 'Read id
 complete -c kling -n '__kling_at kling batch-status' -l 'kind' -x -a 't2v i2v motion' -d 'The tasks\' kind (part of the query URL); tried in turn when not given'
 complete -c kling -n '__kling_at kling batch-status' -l 'concurrency' -x -d 'Requests in parallel'
 complete -c kling -n '__kling_at kling batch-status' -l 'check' -d 'Exit 8 if any task failed'
-complete -c kling -n '__kling_at kling batch-status' -l 'profile' -s 'p' -x -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
+complete -c kling -n '__kling_at kling batch-status' -l 'profile' -s 'p' -x -a '(__kling_profiles)' -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
 complete -c kling -n '__kling_at kling batch-status' -l 'json' -d 'Print one JSON object per line on stdout, errors included'
 complete -c kling -n '__kling_at kling batch-status' -l 'quiet' -s 'q' -d 'Less on stderr; -qq hides warnings too'
 complete -c kling -n '__kling_at kling batch-status' -l 'verbose' -s 'v' -d 'Explain where settings came from; -vv logs each HTTP request'
@@ -159,7 +174,7 @@ complete -c kling -n '__kling_at kling callback listen' -l 'host' -x -d 'Address
 complete -c kling -n '__kling_at kling callback listen' -l 'port' -x -d 'Port (0: any free port)'
 complete -c kling -n '__kling_at kling callback listen' -l 'count' -x -d 'Stop after this many accepted callbacks'
 complete -c kling -n '__kling_at kling callback listen' -l 'webhook-secret-file' -r -F -d 'The official API\'s webhook secret (whsec_...); default...'
-complete -c kling -n '__kling_at kling callback listen' -l 'profile' -s 'p' -x -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
+complete -c kling -n '__kling_at kling callback listen' -l 'profile' -s 'p' -x -a '(__kling_profiles)' -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
 complete -c kling -n '__kling_at kling callback listen' -l 'json' -d 'Print one JSON object per line on stdout, errors included'
 complete -c kling -n '__kling_at kling callback listen' -l 'quiet' -s 'q' -d 'Less on stderr; -qq hides warnings too'
 complete -c kling -n '__kling_at kling callback listen' -l 'verbose' -s 'v' -d 'Explain where settings came from; -vv logs each HTTP request'
@@ -170,7 +185,7 @@ complete -c kling -n '__kling_at kling callback listen' -l 'help' -s 'h' -d 'Sho
 # kling callback verify
 complete -c kling -n '__kling_at kling callback verify' -l 'header' -s 'H' -x -d 'A request header, e.g. -H \'webhook-signature: v1,...\' (repeatable)'
 complete -c kling -n '__kling_at kling callback verify' -l 'webhook-secret-file' -r -F -d 'The official API\'s webhook secret (whsec_...); default...'
-complete -c kling -n '__kling_at kling callback verify' -l 'profile' -s 'p' -x -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
+complete -c kling -n '__kling_at kling callback verify' -l 'profile' -s 'p' -x -a '(__kling_profiles)' -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
 complete -c kling -n '__kling_at kling callback verify' -l 'json' -d 'Print one JSON object per line on stdout, errors included'
 complete -c kling -n '__kling_at kling callback verify' -l 'quiet' -s 'q' -d 'Less on stderr; -qq hides warnings too'
 complete -c kling -n '__kling_at kling callback verify' -l 'verbose' -s 'v' -d 'Explain where settings came from; -vv logs each HTTP request'
@@ -185,7 +200,7 @@ complete -c kling -n '__kling_at kling download' -l 'output' -s 'o' -x -a '(__fi
 complete -c kling -n '__kling_at kling download' -l 'name' -x -d 'File name: {id}, {external_id}, {index}, {kind}, {provider} (default {id}...'
 complete -c kling -n '__kling_at kling download' -l 'concurrency' -x -d 'Downloads in parallel'
 complete -c kling -n '__kling_at kling download' -l 'force' -s 'f' -d 'Download again, replacing existing files'
-complete -c kling -n '__kling_at kling download' -l 'profile' -s 'p' -x -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
+complete -c kling -n '__kling_at kling download' -l 'profile' -s 'p' -x -a '(__kling_profiles)' -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
 complete -c kling -n '__kling_at kling download' -l 'json' -d 'Print one JSON object per line on stdout, errors included'
 complete -c kling -n '__kling_at kling download' -l 'quiet' -s 'q' -d 'Less on stderr; -qq hides warnings too'
 complete -c kling -n '__kling_at kling download' -l 'verbose' -s 'v' -d 'Explain where settings came from; -vv logs each HTTP request'
@@ -198,10 +213,10 @@ complete -c kling -n '__kling_at kling download' -l 'journal' -x -d 'The journal
 complete -c kling -n '__kling_at kling download' -l 'help' -s 'h' -d 'Show this message and exit'
 
 # kling history
-complete -c kling -n '__kling_at kling history' -l 'limit' -s 'n' -x -d 'How many entries'
+complete -c kling -n '__kling_at kling history' -l 'limit' -x -d 'How many entries'
 complete -c kling -n '__kling_at kling history' -l 'status' -x -d 'Only entries with this status (queued, running, succeeded, failed) or...'
 complete -c kling -n '__kling_at kling history' -l 'cost' -d 'Sum what the tasks cost (reported, and estimated from the price table) by...'
-complete -c kling -n '__kling_at kling history' -l 'profile' -s 'p' -x -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
+complete -c kling -n '__kling_at kling history' -l 'profile' -s 'p' -x -a '(__kling_profiles)' -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
 complete -c kling -n '__kling_at kling history' -l 'json' -d 'Print one JSON object per line on stdout, errors included'
 complete -c kling -n '__kling_at kling history' -l 'quiet' -s 'q' -d 'Less on stderr; -qq hides warnings too'
 complete -c kling -n '__kling_at kling history' -l 'verbose' -s 'v' -d 'Explain where settings came from; -vv logs each HTTP request'
@@ -229,9 +244,11 @@ complete -c kling -n '__kling_at kling profile add' -l 'secret-key-file' -r -F -
 complete -c kling -n '__kling_at kling profile add' -l 'webhook-secret-file' -r -F -d 'Read the official API\'s webhook secret (whsec_...), used by `kling callback`'
 complete -c kling -n '__kling_at kling profile add' -l 'timeout' -x -d 'Seconds per HTTP request, 0.1-3600'
 complete -c kling -n '__kling_at kling profile add' -l 'retries' -x -d 'Retries of a failed request, 0-10'
+complete -c kling -n '__kling_at kling profile add' -l 'upload-command' -x -d 'Uploader for local files the provider takes as URLs only: a command that...'
+complete -c kling -n '__kling_at kling profile add' -l 'upload-ttl' -x -d 'How long the uploader\'s URLs stay valid (presigned URLs), e.g. 6d or 12h; an...'
 complete -c kling -n '__kling_at kling profile add' -l 'default' -d 'Make it the default profile'
 complete -c kling -n '__kling_at kling profile add' -l 'force' -d 'Replace an existing profile of that name'
-complete -c kling -n '__kling_at kling profile add' -l 'profile' -s 'p' -x -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
+complete -c kling -n '__kling_at kling profile add' -l 'profile' -s 'p' -x -a '(__kling_profiles)' -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
 complete -c kling -n '__kling_at kling profile add' -l 'json' -d 'Print one JSON object per line on stdout, errors included'
 complete -c kling -n '__kling_at kling profile add' -l 'quiet' -s 'q' -d 'Less on stderr; -qq hides warnings too'
 complete -c kling -n '__kling_at kling profile add' -l 'verbose' -s 'v' -d 'Explain where settings came from; -vv logs each HTTP request'
@@ -240,7 +257,7 @@ complete -c kling -n '__kling_at kling profile add' -l 'no-input' -d 'Never prom
 complete -c kling -n '__kling_at kling profile add' -l 'help' -s 'h' -d 'Show this message and exit'
 
 # kling profile list
-complete -c kling -n '__kling_at kling profile list' -l 'profile' -s 'p' -x -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
+complete -c kling -n '__kling_at kling profile list' -l 'profile' -s 'p' -x -a '(__kling_profiles)' -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
 complete -c kling -n '__kling_at kling profile list' -l 'json' -d 'Print one JSON object per line on stdout, errors included'
 complete -c kling -n '__kling_at kling profile list' -l 'quiet' -s 'q' -d 'Less on stderr; -qq hides warnings too'
 complete -c kling -n '__kling_at kling profile list' -l 'verbose' -s 'v' -d 'Explain where settings came from; -vv logs each HTTP request'
@@ -249,31 +266,34 @@ complete -c kling -n '__kling_at kling profile list' -l 'no-input' -d 'Never pro
 complete -c kling -n '__kling_at kling profile list' -l 'help' -s 'h' -d 'Show this message and exit'
 
 # kling profile remove
-complete -c kling -n '__kling_at kling profile remove' -l 'profile' -s 'p' -x -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
+complete -c kling -n '__kling_at kling profile remove' -l 'profile' -s 'p' -x -a '(__kling_profiles)' -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
 complete -c kling -n '__kling_at kling profile remove' -l 'json' -d 'Print one JSON object per line on stdout, errors included'
 complete -c kling -n '__kling_at kling profile remove' -l 'quiet' -s 'q' -d 'Less on stderr; -qq hides warnings too'
 complete -c kling -n '__kling_at kling profile remove' -l 'verbose' -s 'v' -d 'Explain where settings came from; -vv logs each HTTP request'
 complete -c kling -n '__kling_at kling profile remove' -l 'no-color' -d 'No colour (also NO_COLOR=1 or TERM=dumb)'
 complete -c kling -n '__kling_at kling profile remove' -l 'no-input' -d 'Never prompt (always so when stdin is not a terminal)'
 complete -c kling -n '__kling_at kling profile remove' -l 'help' -s 'h' -d 'Show this message and exit'
+complete -c kling -n '__kling_at kling profile remove' -a '(__kling_profiles)'
 
 # kling profile show
-complete -c kling -n '__kling_at kling profile show' -l 'profile' -s 'p' -x -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
+complete -c kling -n '__kling_at kling profile show' -l 'profile' -s 'p' -x -a '(__kling_profiles)' -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
 complete -c kling -n '__kling_at kling profile show' -l 'json' -d 'Print one JSON object per line on stdout, errors included'
 complete -c kling -n '__kling_at kling profile show' -l 'quiet' -s 'q' -d 'Less on stderr; -qq hides warnings too'
 complete -c kling -n '__kling_at kling profile show' -l 'verbose' -s 'v' -d 'Explain where settings came from; -vv logs each HTTP request'
 complete -c kling -n '__kling_at kling profile show' -l 'no-color' -d 'No colour (also NO_COLOR=1 or TERM=dumb)'
 complete -c kling -n '__kling_at kling profile show' -l 'no-input' -d 'Never prompt (always so when stdin is not a terminal)'
 complete -c kling -n '__kling_at kling profile show' -l 'help' -s 'h' -d 'Show this message and exit'
+complete -c kling -n '__kling_at kling profile show' -a '(__kling_profiles)'
 
 # kling profile use
-complete -c kling -n '__kling_at kling profile use' -l 'profile' -s 'p' -x -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
+complete -c kling -n '__kling_at kling profile use' -l 'profile' -s 'p' -x -a '(__kling_profiles)' -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
 complete -c kling -n '__kling_at kling profile use' -l 'json' -d 'Print one JSON object per line on stdout, errors included'
 complete -c kling -n '__kling_at kling profile use' -l 'quiet' -s 'q' -d 'Less on stderr; -qq hides warnings too'
 complete -c kling -n '__kling_at kling profile use' -l 'verbose' -s 'v' -d 'Explain where settings came from; -vv logs each HTTP request'
 complete -c kling -n '__kling_at kling profile use' -l 'no-color' -d 'No colour (also NO_COLOR=1 or TERM=dumb)'
 complete -c kling -n '__kling_at kling profile use' -l 'no-input' -d 'Never prompt (always so when stdin is not a terminal)'
 complete -c kling -n '__kling_at kling profile use' -l 'help' -s 'h' -d 'Show this message and exit'
+complete -c kling -n '__kling_at kling profile use' -a '(__kling_profiles)'
 
 # kling report
 complete -c kling -n '__kling_at kling report' -l 'from' -r -F -d 'Read ids from a file: one id per line, JSON tasks (NDJSON), or a CSV with a...'
@@ -284,7 +304,7 @@ complete -c kling -n '__kling_at kling report' -l 'html' -r -F -d 'Write one sel
 complete -c kling -n '__kling_at kling report' -l 'junit' -r -F -d 'Write JUnit XML: a testcase per row or task'
 complete -c kling -n '__kling_at kling report' -l 'github' -d 'Write Markdown to $GITHUB_STEP_SUMMARY (else stdout) and...'
 complete -c kling -n '__kling_at kling report' -l 'title' -x -d 'The report\'s title'
-complete -c kling -n '__kling_at kling report' -l 'profile' -s 'p' -x -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
+complete -c kling -n '__kling_at kling report' -l 'profile' -s 'p' -x -a '(__kling_profiles)' -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
 complete -c kling -n '__kling_at kling report' -l 'json' -d 'Print one JSON object per line on stdout, errors included'
 complete -c kling -n '__kling_at kling report' -l 'quiet' -s 'q' -d 'Less on stderr; -qq hides warnings too'
 complete -c kling -n '__kling_at kling report' -l 'verbose' -s 'v' -d 'Explain where settings came from; -vv logs each HTTP request'
@@ -307,7 +327,7 @@ complete -c kling -n '__kling_at kling sandbox serve' -l 'task-seconds' -x -d 'H
 complete -c kling -n '__kling_at kling sandbox serve' -l 'state-dir' -r -F -d 'Where tasks are kept (default: the data dir\'s sandbox/, shared with...'
 complete -c kling -n '__kling_at kling sandbox serve' -l 'latency' -x -d 'Answer every API request this late, e.g. 100ms (a slow network or provider)'
 complete -c kling -n '__kling_at kling sandbox serve' -l 'retry-after' -x -d 'Send Retry-After: S with every 429 (the providers document none, so by...'
-complete -c kling -n '__kling_at kling sandbox serve' -l 'profile' -s 'p' -x -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
+complete -c kling -n '__kling_at kling sandbox serve' -l 'profile' -s 'p' -x -a '(__kling_profiles)' -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
 complete -c kling -n '__kling_at kling sandbox serve' -l 'json' -d 'Print one JSON object per line on stdout, errors included'
 complete -c kling -n '__kling_at kling sandbox serve' -l 'quiet' -s 'q' -d 'Less on stderr; -qq hides warnings too'
 complete -c kling -n '__kling_at kling sandbox serve' -l 'verbose' -s 'v' -d 'Explain where settings came from; -vv logs each HTTP request'
@@ -317,7 +337,7 @@ complete -c kling -n '__kling_at kling sandbox serve' -l 'help' -s 'h' -d 'Show 
 
 # kling status
 complete -c kling -n '__kling_at kling status' -l 'kind' -x -a 't2v i2v motion' -d 'The tasks\' kind (part of the query URL); tried in turn when not given'
-complete -c kling -n '__kling_at kling status' -l 'profile' -s 'p' -x -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
+complete -c kling -n '__kling_at kling status' -l 'profile' -s 'p' -x -a '(__kling_profiles)' -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
 complete -c kling -n '__kling_at kling status' -l 'json' -d 'Print one JSON object per line on stdout, errors included'
 complete -c kling -n '__kling_at kling status' -l 'quiet' -s 'q' -d 'Less on stderr; -qq hides warnings too'
 complete -c kling -n '__kling_at kling status' -l 'verbose' -s 'v' -d 'Explain where settings came from; -vv logs each HTTP request'
@@ -349,7 +369,7 @@ complete -c kling -n '__kling_at kling submit i2v' -l 'callback-url' -x -d 'URL 
 complete -c kling -n '__kling_at kling submit i2v' -l 'external-id' -x -d 'Your own id for the task (unique per account)'
 complete -c kling -n '__kling_at kling submit i2v' -l 'extra' -x -d 'Add a provider field kling-cli does not model (repeatable; VALUE is parsed...'
 complete -c kling -n '__kling_at kling submit i2v' -l 'wait' -d 'Wait for the task to finish'
-complete -c kling -n '__kling_at kling submit i2v' -l 'timeout' -x -d 'With --wait: give up waiting after this long (90s, 20m, 1h); the task keeps...'
+complete -c kling -n '__kling_at kling submit i2v' -l 'timeout' -x -d 'With --wait: give up waiting after this long (90s, 20m, 1h30m; more than 0)...'
 complete -c kling -n '__kling_at kling submit i2v' -l 'interval' -x -d 'Poll every S seconds, 0.5-3600 (default: 2 s growing to 30 s)'
 complete -c kling -n '__kling_at kling submit i2v' -l 'download' -x -a '(__fish_complete_directories (commandline -ct))' -d 'Wait, then download the videos into DIR'
 complete -c kling -n '__kling_at kling submit i2v' -l 'from-csv' -r -F -d 'Submit one task per row; columns are the option names (prompt, model, mode...'
@@ -363,7 +383,7 @@ complete -c kling -n '__kling_at kling submit i2v' -l 'shard' -x -d 'With --from
 complete -c kling -n '__kling_at kling submit i2v' -l 'resubmit-uncertain' -d 'With --from-csv: send again rows whose answer was lost and cannot be looked...'
 complete -c kling -n '__kling_at kling submit i2v' -l 'max-cost' -x -d 'With --from-csv: refuse to start when the estimated cost is over N, and stop...'
 complete -c kling -n '__kling_at kling submit i2v' -l 'events' -r -F -d 'With --from-csv: append what happens to FILE as NDJSON (submitted, status...'
-complete -c kling -n '__kling_at kling submit i2v' -l 'profile' -s 'p' -x -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
+complete -c kling -n '__kling_at kling submit i2v' -l 'profile' -s 'p' -x -a '(__kling_profiles)' -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
 complete -c kling -n '__kling_at kling submit i2v' -l 'json' -d 'Print one JSON object per line on stdout, errors included'
 complete -c kling -n '__kling_at kling submit i2v' -l 'quiet' -s 'q' -d 'Less on stderr; -qq hides warnings too'
 complete -c kling -n '__kling_at kling submit i2v' -l 'verbose' -s 'v' -d 'Explain where settings came from; -vv logs each HTTP request'
@@ -377,7 +397,7 @@ complete -c kling -n '__kling_at kling submit i2v' -l 'help' -s 'h' -d 'Show thi
 
 # kling submit motion
 complete -c kling -n '__kling_at kling submit motion' -l 'image' -r -F -d 'The subject: a jpg/png file or URL (<= 10 MB, >= 300 px, aspect 1:2.5-2.5:1)'
-complete -c kling -n '__kling_at kling submit motion' -l 'video' -r -F -d 'The motion reference: an mp4/mov URL (<= 100 MB, 3-30 s; 3-10 s with...'
+complete -c kling -n '__kling_at kling submit motion' -l 'video' -r -F -d 'The motion reference: an mp4/mov file (uploaded by the profile\'s uploader)...'
 complete -c kling -n '__kling_at kling submit motion' -l 'orientation' -x -a 'image video' -d 'Face the way the image does, or the way the video does'
 complete -c kling -n '__kling_at kling submit motion' -l 'mode' -x -a 'std pro' -d 'std (720p) or pro (1080p)'
 complete -c kling -n '__kling_at kling submit motion' -l 'prompt' -x -d 'Optional text: add elements or camera effects'
@@ -387,7 +407,7 @@ complete -c kling -n '__kling_at kling submit motion' -l 'callback-url' -x -d 'U
 complete -c kling -n '__kling_at kling submit motion' -l 'external-id' -x -d 'Your own id for the task (unique per account)'
 complete -c kling -n '__kling_at kling submit motion' -l 'extra' -x -d 'Add a provider field kling-cli does not model (repeatable; VALUE is parsed...'
 complete -c kling -n '__kling_at kling submit motion' -l 'wait' -d 'Wait for the task to finish'
-complete -c kling -n '__kling_at kling submit motion' -l 'timeout' -x -d 'With --wait: give up waiting after this long (90s, 20m, 1h); the task keeps...'
+complete -c kling -n '__kling_at kling submit motion' -l 'timeout' -x -d 'With --wait: give up waiting after this long (90s, 20m, 1h30m; more than 0)...'
 complete -c kling -n '__kling_at kling submit motion' -l 'interval' -x -d 'Poll every S seconds, 0.5-3600 (default: 2 s growing to 30 s)'
 complete -c kling -n '__kling_at kling submit motion' -l 'download' -x -a '(__fish_complete_directories (commandline -ct))' -d 'Wait, then download the videos into DIR'
 complete -c kling -n '__kling_at kling submit motion' -l 'from-csv' -r -F -d 'Submit one task per row; columns are the option names (prompt, model, mode...'
@@ -401,7 +421,7 @@ complete -c kling -n '__kling_at kling submit motion' -l 'shard' -x -d 'With --f
 complete -c kling -n '__kling_at kling submit motion' -l 'resubmit-uncertain' -d 'With --from-csv: send again rows whose answer was lost and cannot be looked...'
 complete -c kling -n '__kling_at kling submit motion' -l 'max-cost' -x -d 'With --from-csv: refuse to start when the estimated cost is over N, and stop...'
 complete -c kling -n '__kling_at kling submit motion' -l 'events' -r -F -d 'With --from-csv: append what happens to FILE as NDJSON (submitted, status...'
-complete -c kling -n '__kling_at kling submit motion' -l 'profile' -s 'p' -x -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
+complete -c kling -n '__kling_at kling submit motion' -l 'profile' -s 'p' -x -a '(__kling_profiles)' -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
 complete -c kling -n '__kling_at kling submit motion' -l 'json' -d 'Print one JSON object per line on stdout, errors included'
 complete -c kling -n '__kling_at kling submit motion' -l 'quiet' -s 'q' -d 'Less on stderr; -qq hides warnings too'
 complete -c kling -n '__kling_at kling submit motion' -l 'verbose' -s 'v' -d 'Explain where settings came from; -vv logs each HTTP request'
@@ -425,7 +445,7 @@ complete -c kling -n '__kling_at kling submit t2v' -l 'callback-url' -x -d 'URL 
 complete -c kling -n '__kling_at kling submit t2v' -l 'external-id' -x -d 'Your own id for the task (unique per account)'
 complete -c kling -n '__kling_at kling submit t2v' -l 'extra' -x -d 'Add a provider field kling-cli does not model (repeatable; VALUE is parsed...'
 complete -c kling -n '__kling_at kling submit t2v' -l 'wait' -d 'Wait for the task to finish'
-complete -c kling -n '__kling_at kling submit t2v' -l 'timeout' -x -d 'With --wait: give up waiting after this long (90s, 20m, 1h); the task keeps...'
+complete -c kling -n '__kling_at kling submit t2v' -l 'timeout' -x -d 'With --wait: give up waiting after this long (90s, 20m, 1h30m; more than 0)...'
 complete -c kling -n '__kling_at kling submit t2v' -l 'interval' -x -d 'Poll every S seconds, 0.5-3600 (default: 2 s growing to 30 s)'
 complete -c kling -n '__kling_at kling submit t2v' -l 'download' -x -a '(__fish_complete_directories (commandline -ct))' -d 'Wait, then download the videos into DIR'
 complete -c kling -n '__kling_at kling submit t2v' -l 'from-csv' -r -F -d 'Submit one task per row; columns are the option names (prompt, model, mode...'
@@ -439,7 +459,7 @@ complete -c kling -n '__kling_at kling submit t2v' -l 'shard' -x -d 'With --from
 complete -c kling -n '__kling_at kling submit t2v' -l 'resubmit-uncertain' -d 'With --from-csv: send again rows whose answer was lost and cannot be looked...'
 complete -c kling -n '__kling_at kling submit t2v' -l 'max-cost' -x -d 'With --from-csv: refuse to start when the estimated cost is over N, and stop...'
 complete -c kling -n '__kling_at kling submit t2v' -l 'events' -r -F -d 'With --from-csv: append what happens to FILE as NDJSON (submitted, status...'
-complete -c kling -n '__kling_at kling submit t2v' -l 'profile' -s 'p' -x -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
+complete -c kling -n '__kling_at kling submit t2v' -l 'profile' -s 'p' -x -a '(__kling_profiles)' -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
 complete -c kling -n '__kling_at kling submit t2v' -l 'json' -d 'Print one JSON object per line on stdout, errors included'
 complete -c kling -n '__kling_at kling submit t2v' -l 'quiet' -s 'q' -d 'Less on stderr; -qq hides warnings too'
 complete -c kling -n '__kling_at kling submit t2v' -l 'verbose' -s 'v' -d 'Explain where settings came from; -vv logs each HTTP request'
@@ -454,14 +474,14 @@ complete -c kling -n '__kling_at kling submit t2v' -l 'help' -s 'h' -d 'Show thi
 # kling wait
 complete -c kling -n '__kling_at kling wait' -l 'from' -r -F -d 'Read ids from a file: one id per line, JSON tasks (NDJSON), or a CSV with a...'
 complete -c kling -n '__kling_at kling wait' -l 'kind' -x -a 't2v i2v motion' -d 'The tasks\' kind (part of the query URL); tried in turn when not given'
-complete -c kling -n '__kling_at kling wait' -l 'timeout' -x -d 'Give up after this long (90s, 20m, 1h); the tasks keep running remotely'
+complete -c kling -n '__kling_at kling wait' -l 'timeout' -x -d 'Give up after this long (90s, 20m, 1h30m; 0: check once); the tasks keep...'
 complete -c kling -n '__kling_at kling wait' -l 'interval' -x -d 'Poll every S seconds, 0.5-3600 (default: 2 s growing to 30 s)'
 complete -c kling -n '__kling_at kling wait' -l 'download' -x -a '(__fish_complete_directories (commandline -ct))' -d 'Download each task\'s videos into DIR as soon as it succeeds'
 complete -c kling -n '__kling_at kling wait' -l 'name' -x -d 'File name: {id}, {external_id}, {index}, {kind}, {provider} (default {id}...'
 complete -c kling -n '__kling_at kling wait' -l 'fail-fast' -d 'Stop at the first failed task'
 complete -c kling -n '__kling_at kling wait' -l 'concurrency' -x -d 'Requests in parallel'
 complete -c kling -n '__kling_at kling wait' -l 'events' -r -F -d 'Append what happens to FILE as NDJSON (status, downloaded, failed...), one...'
-complete -c kling -n '__kling_at kling wait' -l 'profile' -s 'p' -x -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
+complete -c kling -n '__kling_at kling wait' -l 'profile' -s 'p' -x -a '(__kling_profiles)' -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
 complete -c kling -n '__kling_at kling wait' -l 'json' -d 'Print one JSON object per line on stdout, errors included'
 complete -c kling -n '__kling_at kling wait' -l 'quiet' -s 'q' -d 'Less on stderr; -qq hides warnings too'
 complete -c kling -n '__kling_at kling wait' -l 'verbose' -s 'v' -d 'Explain where settings came from; -vv logs each HTTP request'

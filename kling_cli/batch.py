@@ -351,6 +351,8 @@ class BatchResult:
     skipped: int = 0
     #: rows another process submitted while this one ran, followed here
     followed: int = 0
+    #: tasks the provider says succeeded but that name no video
+    no_video: int = 0
     #: tasks that could not be followed (unknown to the provider, or it stayed unreachable)
     errors: list[KlingError] = field(default_factory=list)
     timed_out: bool = False
@@ -423,15 +425,24 @@ class BatchRun:
         self.cap = None  # a slot freed up
         if item is None:
             return
-        if task.status is TaskStatus.SUCCEEDED:
-            self.result.succeeded += 1
-        else:
-            self.result.failed += 1
+        self._count(task)
         budget = self.result.budget
         if budget is not None and task.cost is not None and task.cost.unit == budget.unit \
                 and item.row.number in self.costs:
             self.costs[item.row.number] = task.cost.amount
         self._mark(item, task.status.value, task.error.message if task.error else "", task)
+
+    def _count(self, task: Task) -> None:
+        """A finished task in the totals; a success that names no video is never a plain success (exit 5)."""
+        if task.status is not TaskStatus.SUCCEEDED:
+            self.result.failed += 1
+        elif task.without_video:
+            from kling_cli.errors import NoVideo
+
+            self.result.no_video += 1
+            self.result.errors.append(NoVideo.of(task.id, task.raw))
+        else:
+            self.result.succeeded += 1
 
     def _query_error(self, task_id: str, error: KlingError, final: bool) -> None:
         item = self.by_task.get(task_id)
@@ -469,10 +480,7 @@ class BatchRun:
         else:
             self.result.skipped += 1
         if task.terminal:
-            if task.status is TaskStatus.SUCCEEDED:
-                self.result.succeeded += 1
-            else:
-                self.result.failed += 1
+            self._count(task)
             self._mark(item, task.status.value, "done by another process" if other else "done in an earlier run",
                        task)
         else:

@@ -28,6 +28,7 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_RETRIES = 2
+DEFAULT_SANDBOX_DIALECT = "kling"
 
 #: keys of [profiles.NAME.defaults]: default submit options, named like the command-line options
 DEFAULT_OPTION_KEYS = ("model", "i2v_model", "motion_model", "mode", "duration", "aspect_ratio", "negative_prompt",
@@ -336,7 +337,7 @@ def resolve(
             hint=f"set it: `kling profile add {name} --provider {profile.provider} --base-url URL --force`",
             code="no_base_url",
         )
-    credentials = _profile_credentials(config, profile, env, warn)
+    credentials = profile_credentials(config, profile, env, warn)
     timeout, sources["timeout"] = (
         (profile.timeout, f"profile {name}") if profile.timeout is not None else (DEFAULT_TIMEOUT, "default")
     )
@@ -361,7 +362,7 @@ def resolve(
     )
 
 
-def _profile_credentials(config: Config, profile: Profile, env: Mapping[str, str], warn: Warn) -> Credentials:
+def profile_credentials(config: Config, profile: Profile, env: Mapping[str, str], warn: Warn) -> Credentials:
     from_env = Credentials.from_env(env)
     if from_env is not None:
         return from_env
@@ -393,9 +394,9 @@ def _resolve_sandbox(
     elif "dialect" in settings:
         dialect, sources["dialect"] = settings["dialect"], f"[sandbox] in {config.path}"
     else:
-        dialect, sources["dialect"] = "kling", "default"
-    if dialect not in DIALECTS:
-        raise ConfigError(f"unknown dialect {dialect!r}; valid: {', '.join(DIALECTS)}", code="bad_option")
+        dialect, sources["dialect"] = DEFAULT_SANDBOX_DIALECT, "default"
+    if dialect not in DIALECTS:  # from --dialect: [sandbox] dialect is checked when the file is read
+        raise UsageError(f"--dialect {dialect}: unknown dialect; valid: {', '.join(DIALECTS)}", code="bad_option")
     # An explicit base URL points the sandbox profile at a running `kling sandbox serve`.
     base_url = _env_base_url(env) if env.get(envvars.BASE_URL) else None
     sources["base_url"] = f"from {envvars.BASE_URL}" if base_url else "built-in sandbox"

@@ -171,6 +171,7 @@ class Service:
 
             self._sandbox = start_background(data_dir() / "sandbox", self.resolved.sandbox_settings)
             self.resolved.base_url = self._sandbox.base_url(self.resolved.dialect)
+            self.out.ephemeral_origin = self._sandbox.origin  # its URLs die with this process
             self.out.debug(f"sandbox listening on {self.resolved.base_url}")
         return self.resolved.base_url
 

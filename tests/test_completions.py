@@ -186,6 +186,20 @@ def test_bash_completes_paths(tmp_path: Path) -> None:
     assert bash_complete("kling", "sandbox", "serve", "--state-dir", "v", cwd=tmp_path) == ["vid.png", "videos"]
 
 
+def test_bash_completes_profile_names(tmp_path: Path) -> None:
+    """`sandbox` always; the others from config.toml in $KLING_CONFIG_DIR, read at each TAB (never a kling run)."""
+    assert bash_complete("kling", "--profile", "") == ["sandbox"]  # no config file yet
+    config = Path(os.environ["KLING_CONFIG_DIR"]) / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text('default_profile = "prod"\n\n[profiles.prod]\nprovider = "kling"\n\n'
+                      '[profiles.prod.defaults]\nmode = "pro"\n\n[profiles."eu.prod"]\nprovider = "kling"\n')
+    assert bash_complete("kling", "--profile", "") == ["eu.prod", "prod", "sandbox"]
+    assert bash_complete("kling", "wait", "-p", "s") == ["sandbox"]
+    assert bash_complete("kling", "submit", "t2v", "--profile", "p") == ["prod"]
+    assert bash_complete("kling", "profile", "use", "") == ["eu.prod", "prod", "sandbox"]
+    assert bash_complete("kling", "profile", "add", "") == []  # a new name: nothing to offer
+
+
 # --- zsh and fish: structure (and real runs where they are installed) ----------------------------------
 
 

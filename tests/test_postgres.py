@@ -69,7 +69,7 @@ def test_three_machines_share_one_journal_and_a_fourth_reruns_for_free(ace, sand
     assert_each_row_once(sandbox, ace, [tmp_path / "m3.csv"])
     for name in ("d0", "d3"):  # history and batch-status work from any machine
         env = machine(tmp_path, name, pg_url)
-        history = finish(start(["history", "-n", "1000"], env))
+        history = finish(start(["history", "--limit", "1000"], env))
         assert history[0] == 0 and len(history[1].splitlines()) == ROWS
         status = finish(start(["batch-status", "--from", tmp_path / "m0.csv"], env))
         assert status[0] == 0 and len(status[1].splitlines()) == ROWS
@@ -151,7 +151,7 @@ def test_libpq_finds_the_password_as_psql_does_and_it_is_masked_everywhere(kling
     for output in (submitted.stdout, submitted.stderr, history.stdout, history.stderr):
         assert pgserver.PASSWORD not in output
     names = [row[0] for row in query(pg_url, "SELECT name FROM _migrations ORDER BY name")]
-    assert names == ["001_submissions", "002_claims", "003_task_times"]  # the same named migrations as SQLite
+    assert names == ["001_submissions", "002_claims", "003_task_times", "004_uploads"]  # the same named migrations as SQLite
 
 
 def test_a_file_uploaded_from_one_machine_is_not_uploaded_again_from_another(kling, sandbox, add_profile, pg_url,

@@ -335,6 +335,14 @@ class Journal:
             raise self._failed("read the submits", exc) from None
         return found
 
+    def find_external(self, profile: str, external_id: str) -> Entry | None:
+        """The latest submit of this external id that may have cost money (refused ones cost nothing), one with
+        a task id first."""
+        found = self._read("SELECT * FROM submissions WHERE profile = ? AND external_id = ? AND state != 'refused'"
+                           " ORDER BY CASE WHEN task_id IS NULL THEN 1 ELSE 0 END, id DESC LIMIT 1",
+                           (profile, external_id))
+        return found[0] if found else None
+
     def watch(self, profile: str, external_ids: list[str], owner: Owner) -> dict[str, Watched]:
         """Where each followed external id stands: its task id once recorded, and whether a live process
         still claims it (when none does and there is no task id, the follower claims it itself)."""
