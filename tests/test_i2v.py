@@ -212,3 +212,32 @@ def test_dry_run_shows_the_body_and_the_estimate(kling, sandbox):
     assert body["estimate"]["cost"] == {"amount": 5.0, "unit": "units"}  # kling-v2-6, 10 s: 2.5 x 2
     assert json.loads(kling("-p", "sandbox", "submit", "i2v", "x", "--image", FIRST, "--dry-run", "--model",
                             "kling-v2-master", "--mode", "pro").stdout)["estimate"]["cost"]["amount"] == 35.0
+
+
+@pytest.mark.parametrize("dialect,path,body,needle", [
+    ("kling", "/v1/videos/image2video", {"image": FIRST, "image_tail": LAST, "camera_control": {"type": "down_back"}},
+     "cannot be used at the same time"),
+    ("kling", "/v1/videos/image2video", {"image": FIRST, "static_mask": FIRST, "camera_control": {"type": "down_back"}},
+     "cannot be used at the same time"),
+    ("kling", "/v1/videos/image2video", {"image": "data:image/png;base64,iVBORw0KGgo="}, "not in a valid base64"),
+    ("kling", "/v1/videos/image2video", {"prompt": "no frame"}, "image can not be null"),
+    ("cometapi", "/kling/v1/videos/image2video", {"image": FIRST, "prompt": "x" * 501}, "exceeds 500"),
+    ("newapi", "/kling/v1/videos/image2video", {"model_name": "kling-v2-6", "image": FIRST}, "prompt is required"),
+    ("acedata", "/kling/videos", {"action": "image2video", "prompt": "x", "end_image_url": LAST},
+     "end_image_url is valid only when start_image_url is not empty"),
+    ("acedata", "/kling/videos", {"action": "image2video", "prompt": "x", "start_image_url": FIRST,
+                                  "end_image_url": LAST, "model": "kling-v2-master"}, "not supported with"),
+    ("acedata", "/kling/videos", {"action": "image2video", "prompt": "x", "start_image_url": FIRST,
+                                  "end_image_url": LAST, "model": "kling-v3", "duration": 10}, "only support 5 seconds"),
+    ("acedata", "/kling/videos", {"action": "image2video", "prompt": "x", "start_image_url": "/tmp/a.png"},
+     "start_image_url is invalid"),
+    ("aigw", "/open/aigw/gateway/generations", {"model": "kling_2.6_img2video", "params": {"prompt": "x"}},
+     "params.image is required"),
+])
+def test_the_sandbox_refuses_what_the_docs_refuse(sandbox, dialect, path, body, needle):
+    from kling_cli.presets import SANDBOX_API_KEY
+
+    answer = httpx.post(sandbox.base_url(dialect) + path, json={**body, "async": True} if dialect == "acedata" else body,
+                        headers={"Authorization": f"Bearer {SANDBOX_API_KEY}"})
+    assert answer.status_code == 400 and needle in answer.text, answer.text
+    assert created(sandbox) == []
