@@ -209,6 +209,13 @@ def upload_command(value: Any) -> str:
     if not words:
         raise ValueError("is empty: name the program to run and {path}, e.g. "
                          "\"rclone copyto {path} remote:bucket/{sha256}.{ext}\"")
+    shells = ("sh", "bash", "dash", "zsh", "ksh", "ash")
+    if words[0].rsplit("/", 1)[-1] in shells:
+        for flag, script in zip(words, words[1:]):
+            if re.fullmatch(r"-[a-z]*c[a-z]*", flag) and re.search(r"\{(path|name|sha256|ext)\}", script):
+                # substituted as text into shell code, a file name with quotes or $(...) would run as code
+                raise ValueError("puts a placeholder inside a shell script: pass the values as arguments after the "
+                                 "script and use \"$1\", \"$2\" in it (see the README's templates)")
     if "{path}" not in value:
         raise ValueError("names no {path}: the uploader would not know which file to upload")
     return value

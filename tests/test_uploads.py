@@ -262,3 +262,20 @@ def test_the_readme_curl_template_uploads_to_a_sandbox(kling, sandbox, add_profi
     params = tasks(sandbox)[0]["request"]["params"]
     assert httpx.get(params["image"]).content == IMAGE.read_bytes()
     assert httpx.get(params["imageTail"]).content == (DATA / "subject-400x600.jpg").read_bytes()
+
+
+@pytest.mark.parametrize("template,needle", [
+    ("sh -c 'aws s3 cp {path} s3://bucket/kling/'", "inside a shell script"),  # a file name would become code
+    ("bash -ec \"rclone copyto {path} r:b && echo https://x/{name}\"", "inside a shell script"),
+    ("aws s3 cp - s3://bucket/kling/{sha256}", "names no {path}"),
+    ("sh -c 'unclosed", "cannot be split"),
+    ("", "is empty"),
+])
+def test_an_uploader_template_that_would_misbehave_is_refused(kling, template, needle):
+    result = kling("profile", "add", "ace", "--provider", "acedata", "--api-key-env", "X", "--upload-command", template)
+    assert result.exit_code == 2 and needle in result.stderr, result
+    config = Path(os.environ["KLING_CONFIG_DIR"]) / "config.toml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(f'[profiles.ace]\nprovider = "acedata"\nupload_command = {json.dumps(template)}\n')
+    read = kling("-p", "ace", "submit", "i2v", "a wave", "--image", IMAGE, env={"KLING_API_KEY": "k"})
+    assert read.exit_code == 3 and "upload_command" in read.stderr and needle in read.stderr, read
