@@ -44,16 +44,16 @@ _kling_info() {
             _kling_varargs=1
             ;;
         'kling history')
-            _kling_opts=(--limit -n --status --cost --profile -p --json --quiet -q --verbose -v --no-color --no-input --journal --help -h)
-            _kling_vopts=' --limit -n --status --profile -p --journal '
+            _kling_opts=(--limit --status --cost --profile -p --json --quiet -q --verbose -v --no-color --no-input --journal --help -h)
+            _kling_vopts=' --limit --status --profile -p --journal '
             ;;
         'kling profile')
             _kling_subs=(add list remove show use)
             _kling_opts=(--help -h)
             ;;
         'kling profile add')
-            _kling_opts=(--provider --base-url --dialect --api-key-file --api-key-env --access-key --secret-key-file --webhook-secret-file --timeout --retries --default --force --profile -p --json --quiet -q --verbose -v --no-color --no-input --help -h)
-            _kling_vopts=' --provider --base-url --dialect --api-key-file --api-key-env --access-key --secret-key-file --webhook-secret-file --timeout --retries --profile -p '
+            _kling_opts=(--provider --base-url --dialect --api-key-file --api-key-env --access-key --secret-key-file --webhook-secret-file --timeout --retries --upload-command --upload-ttl --default --force --profile -p --json --quiet -q --verbose -v --no-color --no-input --help -h)
+            _kling_vopts=' --provider --base-url --dialect --api-key-file --api-key-env --access-key --secret-key-file --webhook-secret-file --timeout --retries --upload-command --upload-ttl --profile -p '
             _kling_nargs=1
             ;;
         'kling profile list')
@@ -95,8 +95,13 @@ _kling_info() {
             _kling_nargs=1
             ;;
         'kling submit')
-            _kling_subs=(motion t2v)
+            _kling_subs=(i2v motion t2v)
             _kling_opts=(--help -h)
+            ;;
+        'kling submit i2v')
+            _kling_opts=(--image --image-tail --model --mode --duration --aspect-ratio --negative-prompt --cfg-scale --camera-control --callback-url --external-id --extra --wait --timeout --interval --download --from-csv --extra-columns --skip-invalid --dry-run -n --out --max-in-flight --rate --shard --resubmit-uncertain --max-cost --events --profile -p --json --quiet -q --verbose -v --no-color --no-input --raw --dialect --no-journal --journal --help -h)
+            _kling_vopts=' --image --image-tail --model --mode --duration --aspect-ratio --negative-prompt --cfg-scale --camera-control --callback-url --external-id --extra --timeout --interval --download --from-csv --out --max-in-flight --rate --shard --max-cost --events --profile -p --dialect --journal '
+            _kling_nargs=1
             ;;
         'kling submit motion')
             _kling_opts=(--image --video --orientation --mode --prompt --keep-sound --no-keep-sound --model --callback-url --external-id --extra --wait --timeout --interval --download --from-csv --extra-columns --skip-invalid --dry-run -n --out --max-in-flight --rate --shard --resubmit-uncertain --max-cost --events --profile -p --json --quiet -q --verbose -v --no-color --no-input --raw --dialect --no-journal --journal --help -h)
@@ -120,13 +125,16 @@ _kling_info() {
 # Usage: _kling_values PATH OPTION-OR-#N TYPED
 _kling_values() {
     case "$1 $2" in
-        'kling batch-status --from'|'kling callback listen --webhook-secret-file'|'kling callback verify --webhook-secret-file'|'kling download --from'|'kling profile add --api-key-file'|'kling profile add --secret-key-file'|'kling profile add --webhook-secret-file'|'kling report --from'|'kling report --html'|'kling report --junit'|'kling sandbox serve --state-dir'|'kling submit motion --image'|'kling submit motion --video'|'kling submit motion --from-csv'|'kling submit motion --out'|'kling submit motion --events'|'kling submit t2v --from-csv'|'kling submit t2v --out'|'kling submit t2v --events'|'kling wait --from'|'kling wait --events')
+        'kling --profile'|'kling -p'|'kling batch-status --profile'|'kling batch-status -p'|'kling callback listen --profile'|'kling callback listen -p'|'kling callback verify --profile'|'kling callback verify -p'|'kling download --profile'|'kling download -p'|'kling history --profile'|'kling history -p'|'kling profile add --profile'|'kling profile add -p'|'kling profile list --profile'|'kling profile list -p'|'kling profile remove --profile'|'kling profile remove -p'|'kling profile remove #0'|'kling profile show --profile'|'kling profile show -p'|'kling profile show #0'|'kling profile use --profile'|'kling profile use -p'|'kling profile use #0'|'kling report --profile'|'kling report -p'|'kling sandbox serve --profile'|'kling sandbox serve -p'|'kling status --profile'|'kling status -p'|'kling submit i2v --profile'|'kling submit i2v -p'|'kling submit motion --profile'|'kling submit motion -p'|'kling submit t2v --profile'|'kling submit t2v -p'|'kling wait --profile'|'kling wait -p')
+            _kling_profiles "$3"
+            ;;
+        'kling batch-status --from'|'kling callback listen --webhook-secret-file'|'kling callback verify --webhook-secret-file'|'kling download --from'|'kling profile add --api-key-file'|'kling profile add --secret-key-file'|'kling profile add --webhook-secret-file'|'kling report --from'|'kling report --html'|'kling report --junit'|'kling sandbox serve --state-dir'|'kling submit i2v --image'|'kling submit i2v --image-tail'|'kling submit i2v --from-csv'|'kling submit i2v --out'|'kling submit i2v --events'|'kling submit motion --image'|'kling submit motion --video'|'kling submit motion --from-csv'|'kling submit motion --out'|'kling submit motion --events'|'kling submit t2v --from-csv'|'kling submit t2v --out'|'kling submit t2v --events'|'kling wait --from'|'kling wait --events')
             _kling_files "$3"
             ;;
         'kling batch-status --kind'|'kling download --kind'|'kling status --kind'|'kling wait --kind')
-            _kling_filter "$3" 't2v' 'motion'
+            _kling_filter "$3" 't2v' 'i2v' 'motion'
             ;;
-        'kling download --output'|'kling download -o'|'kling submit motion --download'|'kling submit t2v --download'|'kling wait --download')
+        'kling download --output'|'kling download -o'|'kling submit i2v --download'|'kling submit motion --download'|'kling submit t2v --download'|'kling wait --download')
             _kling_dirs "$3"
             ;;
         'kling profile add --provider')
@@ -135,14 +143,14 @@ _kling_values() {
         'kling profile add --dialect')
             _kling_filter "$3" 'kling' 'cometapi' 'newapi' 'acedata' 'aigw'
             ;;
-        'kling submit motion --orientation')
-            _kling_filter "$3" 'image' 'video'
-            ;;
-        'kling submit motion --mode'|'kling submit t2v --mode')
+        'kling submit i2v --mode'|'kling submit motion --mode'|'kling submit t2v --mode')
             _kling_filter "$3" 'std' 'pro'
             ;;
-        'kling submit t2v --aspect-ratio')
+        'kling submit i2v --aspect-ratio'|'kling submit t2v --aspect-ratio')
             _kling_filter "$3" '16:9' '9:16' '1:1' '4:3' '3:4' '3:2' '2:3'
+            ;;
+        'kling submit motion --orientation')
+            _kling_filter "$3" 'image' 'video'
             ;;
     esac
 }
@@ -166,6 +174,22 @@ _kling_dirs() {
     local word
     compopt -o filenames 2>/dev/null
     while IFS= read -r word; do COMPREPLY+=("$word"); done < <(compgen -d -- "$1")
+}
+
+# Profile names: the built-in sandbox and the [profiles.NAME] tables of config.toml (a file read, no kling run).
+_kling_profiles() {
+    local dir=${KLING_CONFIG_DIR:-${XDG_CONFIG_HOME:-$HOME/.config}/kling} line
+    local plain='^\[profiles\.([A-Za-z0-9_-]+)\][[:space:]]*$' quoted='^\[profiles\."([^"]+)"\][[:space:]]*$'
+    local -a names=(sandbox)
+    [[ -r $dir/config.toml ]] || dir="$HOME/Library/Application Support/kling"
+    if [[ -r $dir/config.toml ]]; then
+        while IFS= read -r line; do
+            if [[ $line =~ $plain || $line =~ $quoted ]]; then
+                names+=("${BASH_REMATCH[1]}")
+            fi
+        done < "$dir/config.toml"
+    fi
+    _kling_filter "$1" "${names[@]}"
 }
 
 # bash splits words at the characters of COMP_WORDBREAKS (= and : among them) and readline replaces

@@ -18,7 +18,7 @@ function __kling_subcommands
         case 'kling sandbox'
             printf '%s\n' 'serve'
         case 'kling submit'
-            printf '%s\n' 'motion' 't2v'
+            printf '%s\n' 'i2v' 'motion' 't2v'
     end
 end
 
@@ -35,9 +35,9 @@ function __kling_value_options
         case 'kling download'
             printf '%s\n' '--from' '--kind' '--output' '-o' '--name' '--concurrency' '--profile' '-p' '--dialect' '--journal'
         case 'kling history'
-            printf '%s\n' '--limit' '-n' '--status' '--profile' '-p' '--journal'
+            printf '%s\n' '--limit' '--status' '--profile' '-p' '--journal'
         case 'kling profile add'
-            printf '%s\n' '--provider' '--base-url' '--dialect' '--api-key-file' '--api-key-env' '--access-key' '--secret-key-file' '--webhook-secret-file' '--timeout' '--retries' '--profile' '-p'
+            printf '%s\n' '--provider' '--base-url' '--dialect' '--api-key-file' '--api-key-env' '--access-key' '--secret-key-file' '--webhook-secret-file' '--timeout' '--retries' '--upload-command' '--upload-ttl' '--profile' '-p'
         case 'kling profile list'
             printf '%s\n' '--profile' '-p'
         case 'kling profile remove'
@@ -52,6 +52,8 @@ function __kling_value_options
             printf '%s\n' '--host' '--port' '--task-seconds' '--state-dir' '--latency' '--retry-after' '--max-running' '--task-spread' '--failure-rate' '--profile' '-p'
         case 'kling status'
             printf '%s\n' '--kind' '--profile' '-p' '--dialect' '--journal'
+        case 'kling submit i2v'
+            printf '%s\n' '--image' '--image-tail' '--model' '--mode' '--duration' '--aspect-ratio' '--negative-prompt' '--cfg-scale' '--camera-control' '--callback-url' '--external-id' '--extra' '--timeout' '--interval' '--download' '--from-csv' '--out' '--max-in-flight' '--rate' '--shard' '--max-cost' '--events' '--profile' '-p' '--dialect' '--journal'
         case 'kling submit motion'
             printf '%s\n' '--image' '--video' '--orientation' '--mode' '--prompt' '--model' '--callback-url' '--external-id' '--extra' '--timeout' '--interval' '--download' '--from-csv' '--out' '--max-in-flight' '--rate' '--shard' '--max-cost' '--events' '--profile' '-p' '--dialect' '--journal'
         case 'kling submit t2v'
@@ -99,6 +101,21 @@ function __kling_path
     echo $path
 end
 
+# Profile names: the built-in sandbox and the [profiles.NAME] tables of config.toml (a file read, no kling run).
+function __kling_profiles
+    set -l dir $KLING_CONFIG_DIR
+    if test -z "$dir"
+        set dir $HOME/.config/kling
+        set -q XDG_CONFIG_HOME; and set dir $XDG_CONFIG_HOME/kling
+    end
+    test -r $dir/config.toml; or set dir "$HOME/Library/Application Support/kling"
+    echo sandbox
+    if test -r $dir/config.toml
+        string replace -rf '^\[profiles\.([A-Za-z0-9_-]+)\]\s*$' '$1' <$dir/config.toml
+        string replace -rf '^\[profiles\."([^"]+)"\]\s*$' '$1' <$dir/config.toml
+    end
+end
+
 # True when the cursor is in the command path given as arguments.
 function __kling_at
     test (__kling_path) = "$argv"
@@ -118,7 +135,7 @@ complete -c kling -n '__kling_at kling' -a 'status' -d 'Query a task once and pr
 complete -c kling -n '__kling_at kling' -a 'submit' -d 'Submit a paid generation task (prints its id on stdout)'
 complete -c kling -n '__kling_at kling' -a 'wait' -d 'Wait until tasks succeed or fail, printing each one as it finishes'
 complete -c kling -n '__kling_at kling' -l 'version' -d 'Print the version and exit'
-complete -c kling -n '__kling_at kling' -l 'profile' -s 'p' -x -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
+complete -c kling -n '__kling_at kling' -l 'profile' -s 'p' -x -a '(__kling_profiles)' -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
 complete -c kling -n '__kling_at kling' -l 'json' -d 'Print one JSON object per line on stdout, errors included'
 complete -c kling -n '__kling_at kling' -l 'quiet' -s 'q' -d 'Less on stderr; -qq hides warnings too'
 complete -c kling -n '__kling_at kling' -l 'verbose' -s 'v' -d 'Explain where settings came from; -vv logs each HTTP request'
@@ -132,10 +149,10 @@ complete -c kling -n '__kling_at kling' -l 'help' -s 'h' -d 'Show this message a
 
 # kling batch-status
 complete -c kling -n '__kling_at kling batch-status' -l 'from' -r -F -d 'Read ids from a file: one id per line, JSON tasks (NDJSON), or a CSV with a...'
-complete -c kling -n '__kling_at kling batch-status' -l 'kind' -x -a 't2v motion' -d 'The tasks\' kind (part of the query URL); tried in turn when not given'
+complete -c kling -n '__kling_at kling batch-status' -l 'kind' -x -a 't2v i2v motion' -d 'The tasks\' kind (part of the query URL); tried in turn when not given'
 complete -c kling -n '__kling_at kling batch-status' -l 'concurrency' -x -d 'Requests in parallel'
 complete -c kling -n '__kling_at kling batch-status' -l 'check' -d 'Exit 8 if any task failed'
-complete -c kling -n '__kling_at kling batch-status' -l 'profile' -s 'p' -x -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
+complete -c kling -n '__kling_at kling batch-status' -l 'profile' -s 'p' -x -a '(__kling_profiles)' -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
 complete -c kling -n '__kling_at kling batch-status' -l 'json' -d 'Print one JSON object per line on stdout, errors included'
 complete -c kling -n '__kling_at kling batch-status' -l 'quiet' -s 'q' -d 'Less on stderr; -qq hides warnings too'
 complete -c kling -n '__kling_at kling batch-status' -l 'verbose' -s 'v' -d 'Explain where settings came from; -vv logs each HTTP request'
@@ -157,7 +174,7 @@ complete -c kling -n '__kling_at kling callback listen' -l 'host' -x -d 'Address
 complete -c kling -n '__kling_at kling callback listen' -l 'port' -x -d 'Port (0: any free port)'
 complete -c kling -n '__kling_at kling callback listen' -l 'count' -x -d 'Stop after this many accepted callbacks'
 complete -c kling -n '__kling_at kling callback listen' -l 'webhook-secret-file' -r -F -d 'The official API\'s webhook secret (whsec_...); default...'
-complete -c kling -n '__kling_at kling callback listen' -l 'profile' -s 'p' -x -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
+complete -c kling -n '__kling_at kling callback listen' -l 'profile' -s 'p' -x -a '(__kling_profiles)' -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
 complete -c kling -n '__kling_at kling callback listen' -l 'json' -d 'Print one JSON object per line on stdout, errors included'
 complete -c kling -n '__kling_at kling callback listen' -l 'quiet' -s 'q' -d 'Less on stderr; -qq hides warnings too'
 complete -c kling -n '__kling_at kling callback listen' -l 'verbose' -s 'v' -d 'Explain where settings came from; -vv logs each HTTP request'
@@ -169,7 +186,7 @@ complete -c kling -n '__kling_at kling callback listen' -l 'help' -s 'h' -d 'Sho
 # kling callback verify
 complete -c kling -n '__kling_at kling callback verify' -l 'header' -s 'H' -x -d 'A request header, e.g. -H \'webhook-signature: v1,...\' (repeatable)'
 complete -c kling -n '__kling_at kling callback verify' -l 'webhook-secret-file' -r -F -d 'The official API\'s webhook secret (whsec_...); default...'
-complete -c kling -n '__kling_at kling callback verify' -l 'profile' -s 'p' -x -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
+complete -c kling -n '__kling_at kling callback verify' -l 'profile' -s 'p' -x -a '(__kling_profiles)' -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
 complete -c kling -n '__kling_at kling callback verify' -l 'json' -d 'Print one JSON object per line on stdout, errors included'
 complete -c kling -n '__kling_at kling callback verify' -l 'quiet' -s 'q' -d 'Less on stderr; -qq hides warnings too'
 complete -c kling -n '__kling_at kling callback verify' -l 'verbose' -s 'v' -d 'Explain where settings came from; -vv logs each HTTP request'
@@ -179,12 +196,12 @@ complete -c kling -n '__kling_at kling callback verify' -l 'help' -s 'h' -d 'Sho
 
 # kling download
 complete -c kling -n '__kling_at kling download' -l 'from' -r -F -d 'Read ids from a file: one id per line, JSON tasks (NDJSON), or a CSV with a...'
-complete -c kling -n '__kling_at kling download' -l 'kind' -x -a 't2v motion' -d 'The tasks\' kind (part of the query URL); tried in turn when not given'
+complete -c kling -n '__kling_at kling download' -l 'kind' -x -a 't2v i2v motion' -d 'The tasks\' kind (part of the query URL); tried in turn when not given'
 complete -c kling -n '__kling_at kling download' -l 'output' -s 'o' -x -a '(__fish_complete_directories (commandline -ct))' -d 'Directory for the videos, or \'-\' to write a single video to stdout'
 complete -c kling -n '__kling_at kling download' -l 'name' -x -d 'File name: {id}, {external_id}, {index}, {kind}, {provider} (default {id}...'
 complete -c kling -n '__kling_at kling download' -l 'concurrency' -x -d 'Downloads in parallel'
 complete -c kling -n '__kling_at kling download' -l 'force' -s 'f' -d 'Download again, replacing existing files'
-complete -c kling -n '__kling_at kling download' -l 'profile' -s 'p' -x -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
+complete -c kling -n '__kling_at kling download' -l 'profile' -s 'p' -x -a '(__kling_profiles)' -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
 complete -c kling -n '__kling_at kling download' -l 'json' -d 'Print one JSON object per line on stdout, errors included'
 complete -c kling -n '__kling_at kling download' -l 'quiet' -s 'q' -d 'Less on stderr; -qq hides warnings too'
 complete -c kling -n '__kling_at kling download' -l 'verbose' -s 'v' -d 'Explain where settings came from; -vv logs each HTTP request'
@@ -197,10 +214,10 @@ complete -c kling -n '__kling_at kling download' -l 'journal' -x -d 'The journal
 complete -c kling -n '__kling_at kling download' -l 'help' -s 'h' -d 'Show this message and exit'
 
 # kling history
-complete -c kling -n '__kling_at kling history' -l 'limit' -s 'n' -x -d 'How many entries'
+complete -c kling -n '__kling_at kling history' -l 'limit' -x -d 'How many entries'
 complete -c kling -n '__kling_at kling history' -l 'status' -x -d 'Only entries with this status (queued, running, succeeded, failed) or...'
 complete -c kling -n '__kling_at kling history' -l 'cost' -d 'Sum what the tasks cost (reported, and estimated from the price table) by...'
-complete -c kling -n '__kling_at kling history' -l 'profile' -s 'p' -x -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
+complete -c kling -n '__kling_at kling history' -l 'profile' -s 'p' -x -a '(__kling_profiles)' -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
 complete -c kling -n '__kling_at kling history' -l 'json' -d 'Print one JSON object per line on stdout, errors included'
 complete -c kling -n '__kling_at kling history' -l 'quiet' -s 'q' -d 'Less on stderr; -qq hides warnings too'
 complete -c kling -n '__kling_at kling history' -l 'verbose' -s 'v' -d 'Explain where settings came from; -vv logs each HTTP request'
@@ -228,9 +245,11 @@ complete -c kling -n '__kling_at kling profile add' -l 'secret-key-file' -r -F -
 complete -c kling -n '__kling_at kling profile add' -l 'webhook-secret-file' -r -F -d 'Read the official API\'s webhook secret (whsec_...), used by `kling callback`'
 complete -c kling -n '__kling_at kling profile add' -l 'timeout' -x -d 'Seconds per HTTP request, 0.1-3600'
 complete -c kling -n '__kling_at kling profile add' -l 'retries' -x -d 'Retries of a failed request, 0-10'
+complete -c kling -n '__kling_at kling profile add' -l 'upload-command' -x -d 'Uploader for local files the provider takes as URLs only: a command that...'
+complete -c kling -n '__kling_at kling profile add' -l 'upload-ttl' -x -d 'How long the uploader\'s URLs stay valid (presigned URLs), e.g. 6d or 12h; an...'
 complete -c kling -n '__kling_at kling profile add' -l 'default' -d 'Make it the default profile'
 complete -c kling -n '__kling_at kling profile add' -l 'force' -d 'Replace an existing profile of that name'
-complete -c kling -n '__kling_at kling profile add' -l 'profile' -s 'p' -x -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
+complete -c kling -n '__kling_at kling profile add' -l 'profile' -s 'p' -x -a '(__kling_profiles)' -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
 complete -c kling -n '__kling_at kling profile add' -l 'json' -d 'Print one JSON object per line on stdout, errors included'
 complete -c kling -n '__kling_at kling profile add' -l 'quiet' -s 'q' -d 'Less on stderr; -qq hides warnings too'
 complete -c kling -n '__kling_at kling profile add' -l 'verbose' -s 'v' -d 'Explain where settings came from; -vv logs each HTTP request'
@@ -239,7 +258,7 @@ complete -c kling -n '__kling_at kling profile add' -l 'no-input' -d 'Never prom
 complete -c kling -n '__kling_at kling profile add' -l 'help' -s 'h' -d 'Show this message and exit'
 
 # kling profile list
-complete -c kling -n '__kling_at kling profile list' -l 'profile' -s 'p' -x -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
+complete -c kling -n '__kling_at kling profile list' -l 'profile' -s 'p' -x -a '(__kling_profiles)' -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
 complete -c kling -n '__kling_at kling profile list' -l 'json' -d 'Print one JSON object per line on stdout, errors included'
 complete -c kling -n '__kling_at kling profile list' -l 'quiet' -s 'q' -d 'Less on stderr; -qq hides warnings too'
 complete -c kling -n '__kling_at kling profile list' -l 'verbose' -s 'v' -d 'Explain where settings came from; -vv logs each HTTP request'
@@ -248,31 +267,34 @@ complete -c kling -n '__kling_at kling profile list' -l 'no-input' -d 'Never pro
 complete -c kling -n '__kling_at kling profile list' -l 'help' -s 'h' -d 'Show this message and exit'
 
 # kling profile remove
-complete -c kling -n '__kling_at kling profile remove' -l 'profile' -s 'p' -x -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
+complete -c kling -n '__kling_at kling profile remove' -l 'profile' -s 'p' -x -a '(__kling_profiles)' -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
 complete -c kling -n '__kling_at kling profile remove' -l 'json' -d 'Print one JSON object per line on stdout, errors included'
 complete -c kling -n '__kling_at kling profile remove' -l 'quiet' -s 'q' -d 'Less on stderr; -qq hides warnings too'
 complete -c kling -n '__kling_at kling profile remove' -l 'verbose' -s 'v' -d 'Explain where settings came from; -vv logs each HTTP request'
 complete -c kling -n '__kling_at kling profile remove' -l 'no-color' -d 'No colour (also NO_COLOR=1 or TERM=dumb)'
 complete -c kling -n '__kling_at kling profile remove' -l 'no-input' -d 'Never prompt (always so when stdin is not a terminal)'
 complete -c kling -n '__kling_at kling profile remove' -l 'help' -s 'h' -d 'Show this message and exit'
+complete -c kling -n '__kling_at kling profile remove' -a '(__kling_profiles)'
 
 # kling profile show
-complete -c kling -n '__kling_at kling profile show' -l 'profile' -s 'p' -x -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
+complete -c kling -n '__kling_at kling profile show' -l 'profile' -s 'p' -x -a '(__kling_profiles)' -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
 complete -c kling -n '__kling_at kling profile show' -l 'json' -d 'Print one JSON object per line on stdout, errors included'
 complete -c kling -n '__kling_at kling profile show' -l 'quiet' -s 'q' -d 'Less on stderr; -qq hides warnings too'
 complete -c kling -n '__kling_at kling profile show' -l 'verbose' -s 'v' -d 'Explain where settings came from; -vv logs each HTTP request'
 complete -c kling -n '__kling_at kling profile show' -l 'no-color' -d 'No colour (also NO_COLOR=1 or TERM=dumb)'
 complete -c kling -n '__kling_at kling profile show' -l 'no-input' -d 'Never prompt (always so when stdin is not a terminal)'
 complete -c kling -n '__kling_at kling profile show' -l 'help' -s 'h' -d 'Show this message and exit'
+complete -c kling -n '__kling_at kling profile show' -a '(__kling_profiles)'
 
 # kling profile use
-complete -c kling -n '__kling_at kling profile use' -l 'profile' -s 'p' -x -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
+complete -c kling -n '__kling_at kling profile use' -l 'profile' -s 'p' -x -a '(__kling_profiles)' -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
 complete -c kling -n '__kling_at kling profile use' -l 'json' -d 'Print one JSON object per line on stdout, errors included'
 complete -c kling -n '__kling_at kling profile use' -l 'quiet' -s 'q' -d 'Less on stderr; -qq hides warnings too'
 complete -c kling -n '__kling_at kling profile use' -l 'verbose' -s 'v' -d 'Explain where settings came from; -vv logs each HTTP request'
 complete -c kling -n '__kling_at kling profile use' -l 'no-color' -d 'No colour (also NO_COLOR=1 or TERM=dumb)'
 complete -c kling -n '__kling_at kling profile use' -l 'no-input' -d 'Never prompt (always so when stdin is not a terminal)'
 complete -c kling -n '__kling_at kling profile use' -l 'help' -s 'h' -d 'Show this message and exit'
+complete -c kling -n '__kling_at kling profile use' -a '(__kling_profiles)'
 
 # kling report
 complete -c kling -n '__kling_at kling report' -l 'from' -r -F -d 'Read ids from a file: one id per line, JSON tasks (NDJSON), or a CSV with a...'
@@ -283,7 +305,7 @@ complete -c kling -n '__kling_at kling report' -l 'html' -r -F -d 'Write one sel
 complete -c kling -n '__kling_at kling report' -l 'junit' -r -F -d 'Write JUnit XML: a testcase per row or task'
 complete -c kling -n '__kling_at kling report' -l 'github' -d 'Write Markdown to $GITHUB_STEP_SUMMARY (else stdout) and...'
 complete -c kling -n '__kling_at kling report' -l 'title' -x -d 'The report\'s title'
-complete -c kling -n '__kling_at kling report' -l 'profile' -s 'p' -x -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
+complete -c kling -n '__kling_at kling report' -l 'profile' -s 'p' -x -a '(__kling_profiles)' -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
 complete -c kling -n '__kling_at kling report' -l 'json' -d 'Print one JSON object per line on stdout, errors included'
 complete -c kling -n '__kling_at kling report' -l 'quiet' -s 'q' -d 'Less on stderr; -qq hides warnings too'
 complete -c kling -n '__kling_at kling report' -l 'verbose' -s 'v' -d 'Explain where settings came from; -vv logs each HTTP request'
@@ -309,7 +331,7 @@ complete -c kling -n '__kling_at kling sandbox serve' -l 'retry-after' -x -d 'Se
 complete -c kling -n '__kling_at kling sandbox serve' -l 'max-running' -x -d 'Refuse a submit while N tasks are running, as the provider does past an...'
 complete -c kling -n '__kling_at kling sandbox serve' -l 'task-spread' -x -d 'Draw each task\'s run time from a lognormal around --task-seconds with this...'
 complete -c kling -n '__kling_at kling sandbox serve' -l 'failure-rate' -x -d 'Fail this share of the tasks (e.g. 0.03)'
-complete -c kling -n '__kling_at kling sandbox serve' -l 'profile' -s 'p' -x -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
+complete -c kling -n '__kling_at kling sandbox serve' -l 'profile' -s 'p' -x -a '(__kling_profiles)' -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
 complete -c kling -n '__kling_at kling sandbox serve' -l 'json' -d 'Print one JSON object per line on stdout, errors included'
 complete -c kling -n '__kling_at kling sandbox serve' -l 'quiet' -s 'q' -d 'Less on stderr; -qq hides warnings too'
 complete -c kling -n '__kling_at kling sandbox serve' -l 'verbose' -s 'v' -d 'Explain where settings came from; -vv logs each HTTP request'
@@ -318,8 +340,8 @@ complete -c kling -n '__kling_at kling sandbox serve' -l 'no-input' -d 'Never pr
 complete -c kling -n '__kling_at kling sandbox serve' -l 'help' -s 'h' -d 'Show this message and exit'
 
 # kling status
-complete -c kling -n '__kling_at kling status' -l 'kind' -x -a 't2v motion' -d 'The tasks\' kind (part of the query URL); tried in turn when not given'
-complete -c kling -n '__kling_at kling status' -l 'profile' -s 'p' -x -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
+complete -c kling -n '__kling_at kling status' -l 'kind' -x -a 't2v i2v motion' -d 'The tasks\' kind (part of the query URL); tried in turn when not given'
+complete -c kling -n '__kling_at kling status' -l 'profile' -s 'p' -x -a '(__kling_profiles)' -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
 complete -c kling -n '__kling_at kling status' -l 'json' -d 'Print one JSON object per line on stdout, errors included'
 complete -c kling -n '__kling_at kling status' -l 'quiet' -s 'q' -d 'Less on stderr; -qq hides warnings too'
 complete -c kling -n '__kling_at kling status' -l 'verbose' -s 'v' -d 'Explain where settings came from; -vv logs each HTTP request'
@@ -332,13 +354,54 @@ complete -c kling -n '__kling_at kling status' -l 'journal' -x -d 'The journal: 
 complete -c kling -n '__kling_at kling status' -l 'help' -s 'h' -d 'Show this message and exit'
 
 # kling submit
+complete -c kling -n '__kling_at kling submit' -a 'i2v' -d 'Submit an image-to-video task (the image is the first frame), or one per row...'
 complete -c kling -n '__kling_at kling submit' -a 'motion' -d 'Submit a motion-control task (the subject of an image performs the motion of...'
 complete -c kling -n '__kling_at kling submit' -a 't2v' -d 'Submit a text-to-video task, or one per row of a CSV file'
 complete -c kling -n '__kling_at kling submit' -l 'help' -s 'h' -d 'Show this message and exit'
 
+# kling submit i2v
+complete -c kling -n '__kling_at kling submit i2v' -l 'image' -r -F -d 'The first frame: a jpg/png file or URL (<= 10 MB, >= 300 px, aspect 1:2.5-2.5:1)'
+complete -c kling -n '__kling_at kling submit i2v' -l 'image-tail' -r -F -d 'The last frame (same rules); not with --camera-control'
+complete -c kling -n '__kling_at kling submit i2v' -l 'model' -x -d 'Model name, e.g. kling-v3 (default: the profile\'s, else kling-v2-6 on every...'
+complete -c kling -n '__kling_at kling submit i2v' -l 'mode' -x -a 'std pro' -d 'std (720p) or pro (1080p)'
+complete -c kling -n '__kling_at kling submit i2v' -l 'duration' -x -d 'Seconds: 5 or 10 (3-15 on kling-v3)'
+complete -c kling -n '__kling_at kling submit i2v' -l 'aspect-ratio' -x -a '16:9 9:16 1:1 4:3 3:4 3:2 2:3' -d 'Where the provider takes one (AceData); elsewhere the video takes the image\'s'
+complete -c kling -n '__kling_at kling submit i2v' -l 'negative-prompt' -x -d 'What to avoid'
+complete -c kling -n '__kling_at kling submit i2v' -l 'cfg-scale' -x -d 'Prompt adherence, 0-1 (not on kling-v2.x)'
+complete -c kling -n '__kling_at kling submit i2v' -l 'camera-control' -x -d 'Camera movement, as Kling\'s camera_control object'
+complete -c kling -n '__kling_at kling submit i2v' -l 'callback-url' -x -d 'URL the provider POSTs the result to'
+complete -c kling -n '__kling_at kling submit i2v' -l 'external-id' -x -d 'Your own id for the task (unique per account)'
+complete -c kling -n '__kling_at kling submit i2v' -l 'extra' -x -d 'Add a provider field kling-cli does not model (repeatable; VALUE is parsed...'
+complete -c kling -n '__kling_at kling submit i2v' -l 'wait' -d 'Wait for the task to finish'
+complete -c kling -n '__kling_at kling submit i2v' -l 'timeout' -x -d 'With --wait: give up waiting after this long (90s, 20m, 1h30m; more than 0)...'
+complete -c kling -n '__kling_at kling submit i2v' -l 'interval' -x -d 'Poll every S seconds, 0.5-3600 (default: 2 s growing to 30 s)'
+complete -c kling -n '__kling_at kling submit i2v' -l 'download' -x -a '(__fish_complete_directories (commandline -ct))' -d 'Wait, then download the videos into DIR'
+complete -c kling -n '__kling_at kling submit i2v' -l 'from-csv' -r -F -d 'Submit one task per row; columns are the option names (prompt, model, mode...'
+complete -c kling -n '__kling_at kling submit i2v' -l 'extra-columns' -d 'With --from-csv: send unknown columns as provider fields instead of refusing...'
+complete -c kling -n '__kling_at kling submit i2v' -l 'skip-invalid' -d 'With --from-csv: send the valid rows even if some are invalid (every bad row...'
+complete -c kling -n '__kling_at kling submit i2v' -l 'dry-run' -s 'n' -d 'Print the resolved request (each row\'s, with --from-csv) and its estimated...'
+complete -c kling -n '__kling_at kling submit i2v' -l 'out' -r -F -d 'With --from-csv: write a results manifest (.csv or .ndjson; repeatable) as...'
+complete -c kling -n '__kling_at kling submit i2v' -l 'max-in-flight' -x -d 'With --from-csv: tasks running on the provider at most (Kling counts running...'
+complete -c kling -n '__kling_at kling submit i2v' -l 'rate' -x -d 'With --from-csv: submits per second (or per minute: 30/m) at most'
+complete -c kling -n '__kling_at kling submit i2v' -l 'shard' -x -d 'With --from-csv: only the rows in shard K of N (by row identity), for CI...'
+complete -c kling -n '__kling_at kling submit i2v' -l 'resubmit-uncertain' -d 'With --from-csv: send again rows whose answer was lost and cannot be looked...'
+complete -c kling -n '__kling_at kling submit i2v' -l 'max-cost' -x -d 'With --from-csv: refuse to start when the estimated cost is over N, and stop...'
+complete -c kling -n '__kling_at kling submit i2v' -l 'events' -r -F -d 'With --from-csv: append what happens to FILE as NDJSON (submitted, status...'
+complete -c kling -n '__kling_at kling submit i2v' -l 'profile' -s 'p' -x -a '(__kling_profiles)' -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
+complete -c kling -n '__kling_at kling submit i2v' -l 'json' -d 'Print one JSON object per line on stdout, errors included'
+complete -c kling -n '__kling_at kling submit i2v' -l 'quiet' -s 'q' -d 'Less on stderr; -qq hides warnings too'
+complete -c kling -n '__kling_at kling submit i2v' -l 'verbose' -s 'v' -d 'Explain where settings came from; -vv logs each HTTP request'
+complete -c kling -n '__kling_at kling submit i2v' -l 'no-color' -d 'No colour (also NO_COLOR=1 or TERM=dumb)'
+complete -c kling -n '__kling_at kling submit i2v' -l 'no-input' -d 'Never prompt (always so when stdin is not a terminal)'
+complete -c kling -n '__kling_at kling submit i2v' -l 'raw' -d 'Include the provider\'s own payload as `raw` in --json output'
+complete -c kling -n '__kling_at kling submit i2v' -l 'dialect' -x -d 'With --profile sandbox: which provider dialect the sandbox speaks (kling...'
+complete -c kling -n '__kling_at kling submit i2v' -l 'no-journal' -d 'Do not record tasks in the local journal (also KLING_NO_JOURNAL=1); a lost...'
+complete -c kling -n '__kling_at kling submit i2v' -l 'journal' -x -d 'The journal: a file path or sqlite:///path (default: journal.db in the data...'
+complete -c kling -n '__kling_at kling submit i2v' -l 'help' -s 'h' -d 'Show this message and exit'
+
 # kling submit motion
 complete -c kling -n '__kling_at kling submit motion' -l 'image' -r -F -d 'The subject: a jpg/png file or URL (<= 10 MB, >= 300 px, aspect 1:2.5-2.5:1)'
-complete -c kling -n '__kling_at kling submit motion' -l 'video' -r -F -d 'The motion reference: an mp4/mov URL (<= 100 MB, 3-30 s; 3-10 s with...'
+complete -c kling -n '__kling_at kling submit motion' -l 'video' -r -F -d 'The motion reference: an mp4/mov file (uploaded by the profile\'s uploader)...'
 complete -c kling -n '__kling_at kling submit motion' -l 'orientation' -x -a 'image video' -d 'Face the way the image does, or the way the video does'
 complete -c kling -n '__kling_at kling submit motion' -l 'mode' -x -a 'std pro' -d 'std (720p) or pro (1080p)'
 complete -c kling -n '__kling_at kling submit motion' -l 'prompt' -x -d 'Optional text: add elements or camera effects'
@@ -348,7 +411,7 @@ complete -c kling -n '__kling_at kling submit motion' -l 'callback-url' -x -d 'U
 complete -c kling -n '__kling_at kling submit motion' -l 'external-id' -x -d 'Your own id for the task (unique per account)'
 complete -c kling -n '__kling_at kling submit motion' -l 'extra' -x -d 'Add a provider field kling-cli does not model (repeatable; VALUE is parsed...'
 complete -c kling -n '__kling_at kling submit motion' -l 'wait' -d 'Wait for the task to finish'
-complete -c kling -n '__kling_at kling submit motion' -l 'timeout' -x -d 'With --wait: give up waiting after this long (90s, 20m, 1h); the task keeps...'
+complete -c kling -n '__kling_at kling submit motion' -l 'timeout' -x -d 'With --wait: give up waiting after this long (90s, 20m, 1h30m; more than 0)...'
 complete -c kling -n '__kling_at kling submit motion' -l 'interval' -x -d 'Poll every S seconds, 0.5-3600 (default: 2 s growing to 30 s)'
 complete -c kling -n '__kling_at kling submit motion' -l 'download' -x -a '(__fish_complete_directories (commandline -ct))' -d 'Wait, then download the videos into DIR'
 complete -c kling -n '__kling_at kling submit motion' -l 'from-csv' -r -F -d 'Submit one task per row; columns are the option names (prompt, model, mode...'
@@ -362,7 +425,7 @@ complete -c kling -n '__kling_at kling submit motion' -l 'shard' -x -d 'With --f
 complete -c kling -n '__kling_at kling submit motion' -l 'resubmit-uncertain' -d 'With --from-csv: send again rows whose answer was lost and cannot be looked...'
 complete -c kling -n '__kling_at kling submit motion' -l 'max-cost' -x -d 'With --from-csv: refuse to start when the estimated cost is over N, and stop...'
 complete -c kling -n '__kling_at kling submit motion' -l 'events' -r -F -d 'With --from-csv: append what happens to FILE as NDJSON (submitted, status...'
-complete -c kling -n '__kling_at kling submit motion' -l 'profile' -s 'p' -x -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
+complete -c kling -n '__kling_at kling submit motion' -l 'profile' -s 'p' -x -a '(__kling_profiles)' -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
 complete -c kling -n '__kling_at kling submit motion' -l 'json' -d 'Print one JSON object per line on stdout, errors included'
 complete -c kling -n '__kling_at kling submit motion' -l 'quiet' -s 'q' -d 'Less on stderr; -qq hides warnings too'
 complete -c kling -n '__kling_at kling submit motion' -l 'verbose' -s 'v' -d 'Explain where settings came from; -vv logs each HTTP request'
@@ -386,7 +449,7 @@ complete -c kling -n '__kling_at kling submit t2v' -l 'callback-url' -x -d 'URL 
 complete -c kling -n '__kling_at kling submit t2v' -l 'external-id' -x -d 'Your own id for the task (unique per account)'
 complete -c kling -n '__kling_at kling submit t2v' -l 'extra' -x -d 'Add a provider field kling-cli does not model (repeatable; VALUE is parsed...'
 complete -c kling -n '__kling_at kling submit t2v' -l 'wait' -d 'Wait for the task to finish'
-complete -c kling -n '__kling_at kling submit t2v' -l 'timeout' -x -d 'With --wait: give up waiting after this long (90s, 20m, 1h); the task keeps...'
+complete -c kling -n '__kling_at kling submit t2v' -l 'timeout' -x -d 'With --wait: give up waiting after this long (90s, 20m, 1h30m; more than 0)...'
 complete -c kling -n '__kling_at kling submit t2v' -l 'interval' -x -d 'Poll every S seconds, 0.5-3600 (default: 2 s growing to 30 s)'
 complete -c kling -n '__kling_at kling submit t2v' -l 'download' -x -a '(__fish_complete_directories (commandline -ct))' -d 'Wait, then download the videos into DIR'
 complete -c kling -n '__kling_at kling submit t2v' -l 'from-csv' -r -F -d 'Submit one task per row; columns are the option names (prompt, model, mode...'
@@ -400,7 +463,7 @@ complete -c kling -n '__kling_at kling submit t2v' -l 'shard' -x -d 'With --from
 complete -c kling -n '__kling_at kling submit t2v' -l 'resubmit-uncertain' -d 'With --from-csv: send again rows whose answer was lost and cannot be looked...'
 complete -c kling -n '__kling_at kling submit t2v' -l 'max-cost' -x -d 'With --from-csv: refuse to start when the estimated cost is over N, and stop...'
 complete -c kling -n '__kling_at kling submit t2v' -l 'events' -r -F -d 'With --from-csv: append what happens to FILE as NDJSON (submitted, status...'
-complete -c kling -n '__kling_at kling submit t2v' -l 'profile' -s 'p' -x -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
+complete -c kling -n '__kling_at kling submit t2v' -l 'profile' -s 'p' -x -a '(__kling_profiles)' -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
 complete -c kling -n '__kling_at kling submit t2v' -l 'json' -d 'Print one JSON object per line on stdout, errors included'
 complete -c kling -n '__kling_at kling submit t2v' -l 'quiet' -s 'q' -d 'Less on stderr; -qq hides warnings too'
 complete -c kling -n '__kling_at kling submit t2v' -l 'verbose' -s 'v' -d 'Explain where settings came from; -vv logs each HTTP request'
@@ -414,15 +477,15 @@ complete -c kling -n '__kling_at kling submit t2v' -l 'help' -s 'h' -d 'Show thi
 
 # kling wait
 complete -c kling -n '__kling_at kling wait' -l 'from' -r -F -d 'Read ids from a file: one id per line, JSON tasks (NDJSON), or a CSV with a...'
-complete -c kling -n '__kling_at kling wait' -l 'kind' -x -a 't2v motion' -d 'The tasks\' kind (part of the query URL); tried in turn when not given'
-complete -c kling -n '__kling_at kling wait' -l 'timeout' -x -d 'Give up after this long (90s, 20m, 1h); the tasks keep running remotely'
+complete -c kling -n '__kling_at kling wait' -l 'kind' -x -a 't2v i2v motion' -d 'The tasks\' kind (part of the query URL); tried in turn when not given'
+complete -c kling -n '__kling_at kling wait' -l 'timeout' -x -d 'Give up after this long (90s, 20m, 1h30m; 0: check once); the tasks keep...'
 complete -c kling -n '__kling_at kling wait' -l 'interval' -x -d 'Poll every S seconds, 0.5-3600 (default: 2 s growing to 30 s)'
 complete -c kling -n '__kling_at kling wait' -l 'download' -x -a '(__fish_complete_directories (commandline -ct))' -d 'Download each task\'s videos into DIR as soon as it succeeds'
 complete -c kling -n '__kling_at kling wait' -l 'name' -x -d 'File name: {id}, {external_id}, {index}, {kind}, {provider} (default {id}...'
 complete -c kling -n '__kling_at kling wait' -l 'fail-fast' -d 'Stop at the first failed task'
 complete -c kling -n '__kling_at kling wait' -l 'concurrency' -x -d 'Requests in parallel'
 complete -c kling -n '__kling_at kling wait' -l 'events' -r -F -d 'Append what happens to FILE as NDJSON (status, downloaded, failed...), one...'
-complete -c kling -n '__kling_at kling wait' -l 'profile' -s 'p' -x -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
+complete -c kling -n '__kling_at kling wait' -l 'profile' -s 'p' -x -a '(__kling_profiles)' -d 'Profile to use (else $KLING_PROFILE, else default_profile)'
 complete -c kling -n '__kling_at kling wait' -l 'json' -d 'Print one JSON object per line on stdout, errors included'
 complete -c kling -n '__kling_at kling wait' -l 'quiet' -s 'q' -d 'Less on stderr; -qq hides warnings too'
 complete -c kling -n '__kling_at kling wait' -l 'verbose' -s 'v' -d 'Explain where settings came from; -vv logs each HTTP request'

@@ -41,13 +41,25 @@ from kling_cli.errors import (
 )
 from kling_cli.events import ERROR, FAILED, FOLLOWING, REQUEUED, STATUS, Event
 from kling_cli.fsutil import sha256_file
-from kling_cli.models import Cost, MediaRef, MotionRequest, T2VRequest, Task, TaskStatus, json_or_text
+from kling_cli.models import (
+    Cost,
+    I2VRequest,
+    MediaRef,
+    MotionRequest,
+    SubmitRequest,
+    T2VRequest,
+    Task,
+    TaskStatus,
+    json_or_text,
+)
 
 T2V_COLUMNS = ("prompt", "model", "mode", "duration", "aspect_ratio", "negative_prompt", "cfg_scale",
                "camera_control", "callback_url", "external_id")
+I2V_COLUMNS = ("image", "image_tail", "prompt", "model", "mode", "duration", "aspect_ratio", "negative_prompt",
+               "cfg_scale", "camera_control", "callback_url", "external_id")
 MOTION_COLUMNS = ("image", "video", "orientation", "mode", "prompt", "keep_sound", "model", "callback_url",
                   "external_id")
-COLUMNS = {"t2v": T2V_COLUMNS, "motion": MOTION_COLUMNS}
+COLUMNS = {"t2v": T2V_COLUMNS, "i2v": I2V_COLUMNS, "motion": MOTION_COLUMNS}
 #: a 1303 ("too many running tasks") sends the row back for this long, growing with each refusal
 REQUEUE_DELAY = 2.0
 REQUEUE_MAX = 60.0
@@ -197,7 +209,7 @@ def _typed(name: str, text: str) -> Any:
         raise RowProblem(f"{name} {exc}") from None
 
 
-def row_request(kind: str, row: Row, defaults: dict[str, Any], extra_names: list[str]) -> T2VRequest | MotionRequest:
+def row_request(kind: str, row: Row, defaults: dict[str, Any], extra_names: list[str]) -> SubmitRequest:
     if "__extra_cells__" in row.values:
         raise RowProblem(f"{row.values['__extra_cells__']} more cell(s) than the header has columns")
     values = dict(defaults)
@@ -218,6 +230,10 @@ def row_request(kind: str, row: Row, defaults: dict[str, Any], extra_names: list
                           negative_prompt=values.get("negative_prompt"), cfg_scale=values.get("cfg_scale"),
                           camera_control=values.get("camera_control"), callback_url=values.get("callback_url"),
                           external_id=values.get("external_id"), extra=extra)
+    if kind == "i2v":
+        if not values.get("image"):
+            raise RowProblem("image is empty (give the column, or --image as a default for every row)")
+        return I2VRequest.from_values({**values, "extra": extra})
     for needed in ("image", "video", "orientation", "mode"):
         if not values.get(needed):
             raise RowProblem(f"{needed} is empty (give the column, or --{needed} as a default for every row)")
@@ -234,15 +250,15 @@ def _file_digest(path: str, cache: dict[str, str]) -> str:
     return cache[path]
 
 
-def identity(kind: str, req: T2VRequest | MotionRequest, occurrence: int, digests: dict[str, str]) -> str:
+def identity(kind: str, req: SubmitRequest, occurrence: int, digests: dict[str, str]) -> str:
     """What makes two rows the same paid request. Local media count by content, so the identity is the same
     on every machine of a CI matrix; the n-th identical row is a different row."""
     if req.external_id:
         return "ext:" + req.external_id
-    fields: dict[str, Any] = {k: v for k, v in vars(req).items() if k not in ("external_id", "image_base64")}
-    if isinstance(req, MotionRequest):
-        for key in ("image", "video"):
-            ref: MediaRef = fields[key]
+    fields: dict[str, Any] = {k: v for k, v in vars(req).items()
+                              if k not in ("external_id", "image_base64", "image_tail_base64")}
+    for key, ref in fields.items():
+        if isinstance(ref, MediaRef):
             fields[key] = ref.value if ref.is_url else "sha256:" + _file_digest(ref.value, digests)
     canonical = json.dumps({"kind": kind, "request": fields, "n": occurrence}, sort_keys=True, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
@@ -347,6 +363,8 @@ class BatchResult:
     skipped: int = 0
     #: rows another process submitted while this one ran, followed here
     followed: int = 0
+    #: tasks the provider says succeeded but that name no video
+    no_video: int = 0
     #: tasks that could not be followed (unknown to the provider, or it stayed unreachable)
     errors: list[KlingError] = field(default_factory=list)
     timed_out: bool = False
@@ -421,15 +439,24 @@ class BatchRun:
             self.slots.ended()
         if item is None:
             return
-        if task.status is TaskStatus.SUCCEEDED:
-            self.result.succeeded += 1
-        else:
-            self.result.failed += 1
+        self._count(task)
         budget = self.result.budget
         if budget is not None and task.cost is not None and task.cost.unit == budget.unit \
                 and item.row.number in self.costs:
             self.costs[item.row.number] = task.cost.amount
         self._mark(item, task.status.value, task.error.message if task.error else "", task)
+
+    def _count(self, task: Task) -> None:
+        """A finished task in the totals; a success that names no video is never a plain success (exit 5)."""
+        if task.status is not TaskStatus.SUCCEEDED:
+            self.result.failed += 1
+        elif task.without_video:
+            from kling_cli.errors import NoVideo
+
+            self.result.no_video += 1
+            self.result.errors.append(NoVideo.of(task.id, task.raw))
+        else:
+            self.result.succeeded += 1
 
     def _query_error(self, task_id: str, error: KlingError, final: bool) -> None:
         item = self.by_task.get(task_id)
@@ -467,10 +494,7 @@ class BatchRun:
         else:
             self.result.skipped += 1
         if task.terminal:
-            if task.status is TaskStatus.SUCCEEDED:
-                self.result.succeeded += 1
-            else:
-                self.result.failed += 1
+            self._count(task)
             self._mark(item, task.status.value, "done by another process" if other else "done in an earlier run",
                        task)
         else:
@@ -699,7 +723,15 @@ class BatchRun:
         self.slots.sent(self._own_in_flight())
         return True
 
-    def rebuild(self, item: Planned) -> T2VRequest | MotionRequest:
+    def _upload_ahead(self) -> None:
+        """The local files the rows left to send need as URLs, uploaded before the first submit, so that an
+        uploader that fails costs nothing; each file once (a URL that expires before its row goes is uploaded
+        again then)."""
+        if self.service.uploads is not None:
+            for item in self.queue:
+                self.service.upload_media(item.kind, self.rebuild(item))
+
+    def rebuild(self, item: Planned) -> SubmitRequest:
         req = row_request(item.kind, item.row, self.opts.defaults, self.plan.extra_names)
         req.external_id = item.external_id
         return req
@@ -709,6 +741,7 @@ class BatchRun:
         try:
             self.reconcile()
             self.check_budget()
+            self._upload_ahead()
             self._loop()
             self.slots.finish()
         finally:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Callable
 from kling_cli.errors import SubmitUncertain
 from kling_cli.journal import HELD, KNOWN, Entry
 from kling_cli.journal.owner import Owner
-from kling_cli.models import MotionRequest, T2VRequest, Task
+from kling_cli.models import SubmitRequest, Task
 
 if TYPE_CHECKING:
     from kling_cli.service import Service
@@ -54,7 +54,7 @@ def recover(service: Service, kind: str, entry: Entry) -> Task | str:
     return found
 
 
-def submit_once(service: Service, kind: str, req: T2VRequest | MotionRequest, *,
+def submit_once(service: Service, kind: str, req: SubmitRequest, *,
                 say: Callable[[str], None] = lambda _m: None) -> Task:
     """A single submit with the user's own external id, claimed like a CSV row: a second `kling` given the same
     id while the first is sending follows the first's task instead of paying again, and one whose earlier

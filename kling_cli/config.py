@@ -28,11 +28,13 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_RETRIES = 2
+DEFAULT_SANDBOX_DIALECT = "kling"
 
 #: keys of [profiles.NAME.defaults]: default submit options, named like the command-line options
-DEFAULT_OPTION_KEYS = ("model", "motion_model", "mode", "duration", "aspect_ratio", "negative_prompt", "cfg_scale",
-                       "callback_url", "orientation", "keep_sound")
-PROFILE_KEYS = {"provider", "base_url", "dialect", "api_key_env", "timeout", "retries", "defaults", "options"}
+DEFAULT_OPTION_KEYS = ("model", "i2v_model", "motion_model", "mode", "duration", "aspect_ratio", "negative_prompt",
+                       "cfg_scale", "callback_url", "orientation", "keep_sound")
+PROFILE_KEYS = {"provider", "base_url", "dialect", "api_key_env", "timeout", "retries", "defaults", "options",
+                "upload_command", "upload_ttl"}
 SANDBOX_KEYS = {"dialect", "task_seconds"}
 
 Warn = Callable[[str], None]
@@ -63,6 +65,10 @@ class Profile:
     api_key_env: str | None = None
     timeout: float | None = None
     retries: int | None = None
+    #: the uploader: a command template that puts a local file where the provider can fetch it, printing its URL
+    upload_command: str | None = None
+    #: how long (seconds) the URLs it prints stay valid (presigned URLs); None: for good
+    upload_ttl: float | None = None
     defaults: dict[str, Any] = field(default_factory=dict)
     #: dialect-specific settings (e.g. aigw header names), passed to the dialect as they are
     options: dict[str, Any] = field(default_factory=dict)
@@ -73,7 +79,7 @@ class Profile:
 
     def to_toml(self) -> dict[str, Any]:
         body: dict[str, Any] = {"provider": self.provider}
-        for key in ("base_url", "dialect", "api_key_env", "timeout", "retries"):
+        for key in ("base_url", "dialect", "api_key_env", "timeout", "retries", "upload_command", "upload_ttl"):
             value = getattr(self, key)
             if value is not None:
                 body[key] = value
@@ -164,6 +170,11 @@ def _parse_profile(path: Path, name: str, table: Any, warn: Warn) -> Profile:
         profile.timeout = _checked(path, f"{where} -> timeout", rules.http_timeout, table["timeout"])
     if "retries" in table:
         profile.retries = _checked(path, f"{where} -> retries", rules.retries, table["retries"])
+    if "upload_command" in table:
+        profile.upload_command = _checked(path, f"{where} -> upload_command", rules.upload_command,
+                                          table["upload_command"])
+    if "upload_ttl" in table:
+        profile.upload_ttl = _checked(path, f"{where} -> upload_ttl", rules.upload_ttl, table["upload_ttl"])
     if provider == "custom":
         if not profile.dialect:
             raise _bad(path, f"{where} -> dialect", "required for provider 'custom'")
@@ -254,6 +265,9 @@ class Resolved:
     sandbox: bool
     sandbox_settings: dict[str, Any]
     sources: dict[str, str]
+    #: the profile's uploader (`upload_command`) and the lifetime of the URLs it prints (`upload_ttl`, seconds)
+    upload_command: str | None = None
+    upload_ttl: float | None = None
 
     def explain(self) -> list[str]:
         base = self.base_url or "(the built-in sandbox, started on demand)"
@@ -323,7 +337,7 @@ def resolve(
             hint=f"set it: `kling profile add {name} --provider {profile.provider} --base-url URL --force`",
             code="no_base_url",
         )
-    credentials = _profile_credentials(config, profile, env, warn)
+    credentials = profile_credentials(config, profile, env, warn)
     timeout, sources["timeout"] = (
         (profile.timeout, f"profile {name}") if profile.timeout is not None else (DEFAULT_TIMEOUT, "default")
     )
@@ -343,10 +357,12 @@ def resolve(
         sandbox=False,
         sandbox_settings={},
         sources=sources,
+        upload_command=profile.upload_command,
+        upload_ttl=profile.upload_ttl,
     )
 
 
-def _profile_credentials(config: Config, profile: Profile, env: Mapping[str, str], warn: Warn) -> Credentials:
+def profile_credentials(config: Config, profile: Profile, env: Mapping[str, str], warn: Warn) -> Credentials:
     from_env = Credentials.from_env(env)
     if from_env is not None:
         return from_env
@@ -378,9 +394,9 @@ def _resolve_sandbox(
     elif "dialect" in settings:
         dialect, sources["dialect"] = settings["dialect"], f"[sandbox] in {config.path}"
     else:
-        dialect, sources["dialect"] = "kling", "default"
-    if dialect not in DIALECTS:
-        raise ConfigError(f"unknown dialect {dialect!r}; valid: {', '.join(DIALECTS)}", code="bad_option")
+        dialect, sources["dialect"] = DEFAULT_SANDBOX_DIALECT, "default"
+    if dialect not in DIALECTS:  # from --dialect: [sandbox] dialect is checked when the file is read
+        raise UsageError(f"--dialect {dialect}: unknown dialect; valid: {', '.join(DIALECTS)}", code="bad_option")
     # An explicit base URL points the sandbox profile at a running `kling sandbox serve`.
     base_url = _env_base_url(env) if env.get(envvars.BASE_URL) else None
     sources["base_url"] = f"from {envvars.BASE_URL}" if base_url else "built-in sandbox"

@@ -18,6 +18,7 @@ import json
 import os
 import queue
 import re
+import shlex
 import stat
 import string
 import threading
@@ -173,14 +174,16 @@ class Downloader:
 
     # -- one task --------------------------------------------------------------------------------
     @staticmethod
-    def check_ready(task: Task, out_dir: str) -> None:
+    def check_ready(task: Task, out_dir: str, *, suggest: Callable[..., str] = lambda *words: shlex.join(
+            ["kling", *words])) -> None:
+        """Raise unless the task has videos to download; `suggest` writes the command a hint names."""
         if task.status is TaskStatus.FAILED:
             reason = task.error.message if task.error else "no reason given"
             raise TaskFailed(f"task {task.id} failed: {reason}", extra={"task_ids": [task.id]})
         if task.status is not TaskStatus.SUCCEEDED:
             raise UsageError(
                 f"task {task.id} is {task.status.value}, there is nothing to download yet",
-                hint=f"wait for it first: `kling wait {task.id} --download {out_dir}`",
+                hint=f"wait for it first: `{suggest('wait', task.id, '--download', out_dir)}`",
             )
         if task.without_video:
             raise NoVideo.of(task.id, task.raw)

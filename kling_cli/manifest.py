@@ -21,8 +21,8 @@ from kling_cli.errors import UsageError
 from kling_cli.fsutil import cannot_write, write_atomic
 from kling_cli.models import Task
 
-FIELDS = ["row", "line", "identity", "kind", "external_id", "task_id", "status", "error", "video_url", "file",
-          "sha256", "cost"]
+FIELDS = ["row", "line", "identity", "kind", "external_id", "prompt_start", "task_id", "status", "error", "video_url",
+          "file", "sha256", "cost"]
 FLUSH_EVERY = 0.5
 
 

@@ -149,6 +149,20 @@ def _mvhd_duration(handle: BinaryIO, start: int, end: int) -> float:
     raise _NotMedia("its moov box has no movie header (mvhd)")
 
 
+_EXTS = {"jpeg": "jpg", "png": "png", "mp4": "mp4", "mov": "mov"}
+
+
+def content_ext(path: Path) -> str:
+    """The extension a file's content calls for (jpg, png, mp4, mov), else its own suffix: what an uploader
+    names it by, whatever the local name says."""
+    for probe in (probe_image, probe_video):
+        try:
+            return _EXTS[probe(path).format]
+        except (_NotMedia, OSError):
+            continue
+    return path.suffix.lstrip(".").lower() or "bin"
+
+
 def _open_checked(path_text: str, what: str) -> Path:
     try:
         path = Path(path_text).expanduser()

@@ -10,14 +10,14 @@ import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
-from typing import Any
+from typing import Any, Union
 
-KINDS = ("t2v", "motion")
-#: The model each kind runs unless a profile (`model`, `motion_model`) or --model says otherwise: one default,
-#: sent explicitly by every dialect whose body has a model field, so the same command makes the same video on
-#: every provider. kling-v2-6 is in every provider's model list for both kinds, and is the official
-#: motion-control default; left out, the official text-to-video default would be kling-v1.
-DEFAULT_MODELS = {"t2v": "kling-v2-6", "motion": "kling-v2-6"}
+KINDS = ("t2v", "i2v", "motion")
+#: The model each kind runs unless a profile (`model`, `i2v_model`, `motion_model`) or --model says otherwise: one
+#: default, sent explicitly by every dialect whose body has a model field, so the same command makes the same video
+#: on every provider. kling-v2-6 is in every provider's model list for each kind, and is the official
+#: motion-control default; left out, the official text- and image-to-video default would be kling-v1.
+DEFAULT_MODELS = {"t2v": "kling-v2-6", "i2v": "kling-v2-6", "motion": "kling-v2-6"}
 #: every text-to-video aspect ratio some provider takes (CometAPI's list); each dialect says which it takes
 ASPECT_RATIOS = ("16:9", "9:16", "1:1", "4:3", "3:4", "3:2", "2:3")
 #: longer than any provider's ids (Kling 18-19 digits, aigw 32 hex, AceData a 36-char uuid) and any sane external id
@@ -187,6 +187,38 @@ class T2VRequest:
 
 
 @dataclass
+class I2VRequest:
+    """Image to video: `image` is the first frame, `image_tail` the last (Kling's end-frame control)."""
+
+    image: MediaRef
+    image_tail: MediaRef | None = None
+    prompt: str | None = None
+    model: str | None = None
+    mode: str | None = None
+    duration: int | None = None
+    #: taken by some providers only (AceData); on Kling the video takes the image's aspect ratio
+    aspect_ratio: str | None = None
+    negative_prompt: str | None = None
+    cfg_scale: float | None = None
+    camera_control: dict[str, Any] | None = None
+    callback_url: str | None = None
+    external_id: str | None = None
+    #: the local images as raw base64 (no data: prefix), filled in by preflight where the dialect takes it
+    image_base64: str | None = None
+    image_tail_base64: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_values(cls, values: dict[str, Any]) -> I2VRequest:
+        """From checked values named like the flags and CSV columns (`image`, `image_tail`, `prompt`...)."""
+        tail = values.get("image_tail")
+        plain = ("prompt", "model", "mode", "duration", "aspect_ratio", "negative_prompt", "cfg_scale",
+                 "camera_control", "callback_url", "external_id")
+        return cls(image=MediaRef.parse(values["image"]), image_tail=MediaRef.parse(tail) if tail else None,
+                   extra=values.get("extra") or {}, **{name: values.get(name) for name in plain})
+
+
+@dataclass
 class MotionRequest:
     image: MediaRef
     video: MediaRef
@@ -200,6 +232,9 @@ class MotionRequest:
     #: the local image as raw base64 (no data: prefix), filled in by preflight
     image_base64: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+SubmitRequest = Union[T2VRequest, I2VRequest, MotionRequest]
 
 
 # --- conversions shared by every dialect -------------------------------------------------------

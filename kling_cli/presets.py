@@ -33,8 +33,8 @@ PRESETS: dict[str, Preset] = {
 
 #: the `[profiles.NAME.options]` each dialect understands, and their types (see the README's aigw section)
 DIALECT_OPTIONS: dict[str, dict[str, type]] = {
-    "aigw": {"auth_header": str, "auth_prefix": str, "t2v_model": str, "motion_model": str, "params_key": str,
-             "rename": dict, "body": dict},
+    "aigw": {"auth_header": str, "auth_prefix": str, "t2v_model": str, "i2v_model": str, "motion_model": str,
+             "params_key": str, "rename": dict, "body": dict},
 }
 
 SANDBOX_PROFILE = "sandbox"

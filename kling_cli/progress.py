@@ -1,9 +1,11 @@
 """What a human sees on stderr while tasks are waited on and videos downloaded.
 
-On a terminal: one live display (rich) with a row per task (status, progress bar where the provider
-reports progress, elapsed time), an overall bar, and a bar per download (size, speed, ETA; a spinner and
-byte count when the size is unknown). Past `MAX_ROWS` tasks only the rows that changed state lately are
-shown. Anywhere else (CI logs): one plain line per state change, no animation. Quiet or --json: nothing.
+On a terminal: one live display (rich) with a row per task (id, row and prompt start, status, progress
+bar where the provider reports progress, elapsed time), an overall bar, and a bar per download (size,
+speed, ETA; a spinner and byte count when the size is unknown). Past `MAX_ROWS` tasks only the rows that
+changed state lately are shown. Anywhere else (CI logs, TERM=dumb): one plain line per state change, no
+animation. Quiet or --json: nothing. Data lines on stdout never pass through the display: on a terminal
+shared with it, the display makes room and the line is written as it is.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import time
 from collections import OrderedDict
 from typing import Any
 
+from kling_cli.labels import shorten
 from kling_cli.models import Task, TaskStatus
 from kling_cli.render import STATUS_STYLES, Output
 from kling_cli.waiting import format_duration
@@ -50,8 +53,11 @@ class _FileBar:
 
 
 class View:
-    def __init__(self, out: Output, ids: list[str] | None = None, *, total: int | None = None) -> None:
+    def __init__(self, out: Output, ids: list[str] | None = None, *, total: int | None = None,
+                 labels: dict[str, str] | None = None) -> None:
         self.out = out
+        #: what tells a person which task is which (row, prompt start), by task id
+        self.labels = labels if labels is not None else {}
         #: what the overall bar counts to, when tasks join as they are submitted (a CSV batch)
         self.total = total
         self.live_mode = out.live
@@ -87,17 +93,31 @@ class View:
             self.bars = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                                  TransferSpeedColumn(), TimeRemainingColumn(), console=self.out.console())
             parts = [self, self.bars] if self.tasks or self.total else [self.bars]
-            # Results printed on stdout while the display runs go through it (above the bars) only when stdout is
-            # the terminal too: redirected to a file or a pipe, they must land there, not on stderr.
+            # stdout is never redirected through rich, which would wrap lines and expand tabs (and send them
+            # to stderr): see `_print_above`.
             self._live = Live(Group(*parts), console=self.out.console(), refresh_per_second=REFRESH_PER_SECOND,
-                              transient=True, redirect_stdout=self.out.stdout_tty)
+                              transient=True, redirect_stdout=False)
             self._live.__enter__()
+            if self.out.shared_terminal:
+                self.out.above = self._print_above
         return self
 
     def __exit__(self, *exc: Any) -> None:
         if self._live is not None:
+            self.out.above = None
             self._live.__exit__(*exc)
             self._live = None
+
+    def _print_above(self, write) -> None:
+        """Write a stdout line on the terminal the display is drawn on: the display is erased, the line
+        written byte for byte, and the display drawn again below it."""
+        live = self._live
+        with live._lock:
+            render = live._live_render
+            self.out.console().control(render.position_cursor())
+            render._shape = None  # the cursor is back where the display starts: nothing left to erase
+            write()
+            live.refresh()
 
     # -- events -----------------------------------------------------------------------------------
     def update(self, task: Task) -> None:
@@ -124,7 +144,7 @@ class View:
                 self.changes.pop(task_id, None)
                 self.changes[task_id] = None
         if announce and (final or not self.live_mode):
-            self.out.warn(f"task {task_id}: {message}" + ("" if final else "; trying again"))
+            self.out.warn(f"{self.name(task_id)}: {message}" + ("" if final else "; trying again"))
 
     def file_bar(self) -> _FileBar:
         return _FileBar(self)
@@ -134,9 +154,22 @@ class View:
         end = self.finished_at.get(task_id, time.monotonic() if now is None else now)
         return format_duration(end - self.started)
 
+    def name(self, task_id: str) -> str:
+        """`task ID` and its label, as stderr lines name a task."""
+        label = self.labels.get(task_id)
+        return f"task {task_id} ({label})" if label else f"task {task_id}"
+
     def _line(self, task: Task) -> str:
         progress = f" {task.progress:.0%}" if task.progress is not None and not task.terminal else ""
-        return f"task {task.id}: {task.status.value}{progress} ({self._elapsed(task.id)})"
+        reason = f": {task.error.message}" if task.status is TaskStatus.FAILED and task.error else ""
+        return f"{self.name(task.id)}: {task.status.value}{progress} ({self._elapsed(task.id)}){reason}"
+
+    def final_line(self, task_id: str) -> str | None:
+        """The last state of one task, as a plain line (what stays on screen once the display is gone)."""
+        task = self.tasks.get(task_id)
+        if task_id in self.errors:
+            return f"{self.name(task_id)}: error: {self.errors[task_id]}"
+        return self._line(task) if task is not None else None
 
     def counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -158,7 +191,8 @@ class View:
         now = time.monotonic()
         key = (self._version, int(now - self.started), options.max_width)
         if key != self._cache_key:
-            self._cache_lines = console.render_lines(self._renderable(float(int(now - self.started))),
+            seconds = float(int(now - self.started))
+            self._cache_lines = console.render_lines(self._renderable(seconds, options.max_width),
                                                      options.update(height=None), pad=False)
             self._cache_key = key
         newline = Segment.line()
@@ -166,7 +200,9 @@ class View:
             yield from line
             yield newline
 
-    def _renderable(self, seconds: float):
+    def _renderable(self, seconds: float, width: int = 100):
+        """The rows and the overall line, for a terminal `width` columns wide: ids and statuses are never cut;
+        the label gives way first, then the bars narrow."""
         from rich.console import Group
         from rich.progress_bar import ProgressBar
         from rich.table import Table
@@ -177,27 +213,55 @@ class View:
             ids = list(self.tasks)
             if len(ids) > MAX_ROWS:
                 ids = list(self.changes)[-MAX_ROWS // 2:]
+            id_width = max((len(i) for i in ids), default=0)
+            bar_width = 20 if width >= id_width + 70 else 10
+            # id, status (9), bar, elapsed (6) and the gaps between five columns
+            room = min(32, width - id_width - 9 - bar_width - 6 - 8)
             table = Table(box=None, pad_edge=False, show_header=False)
-            for column in ("id", "status", "bar", "elapsed"):
-                table.add_column(column, no_wrap=True)
+            table.add_column("id", no_wrap=True, min_width=id_width)
+            if room >= 8:
+                table.add_column("label", no_wrap=True, max_width=room)
+            table.add_column("status", no_wrap=True, min_width=9)
+            table.add_column("bar", no_wrap=True)
+            table.add_column("elapsed", no_wrap=True)
             for task_id in ids:
                 task = self.tasks.get(task_id)
+                cells = [task_id]
+                if room >= 8:
+                    cells.append(Text(shorten(self.labels.get(task_id, ""), room), style="dim"))
                 if task_id in self.errors:
-                    table.add_row(task_id, Text("error", style="red"), Text(self.errors[task_id][:40]), "")
+                    table.add_row(*cells, Text("error", style="red"),
+                                  Text(shorten(self.errors[task_id], bar_width), style="red"), "")
                     continue
                 status = task.status.value if task else "waiting"
-                bar = (ProgressBar(total=1.0, completed=task.progress, width=20)
-                       if task and task.progress is not None else Text("-" * 20, style="dim"))
-                table.add_row(task_id, Text(status, style=STATUS_STYLES.get(status, "")), bar,
+                table.add_row(*cells, Text(status, style=STATUS_STYLES.get(status, "")), _bar(task, bar_width),
                               self._elapsed(task_id, now))
             total = self.total or len(self.tasks)
             done = sum(1 for t in self.tasks.values() if t is not None and t.terminal) + len(self.errors)
         counts = self.counts()
         summary = " · ".join(f"{n} {name}" for name, n in counts.items())
         overall = Table(box=None, pad_edge=False, show_header=False)
-        overall.add_row(ProgressBar(total=max(total, 1), completed=done, width=40),
+        overall.add_column("bar", no_wrap=True)
+        overall.add_column("summary", no_wrap=True, overflow="ellipsis")
+        # all done is green only when nothing failed
+        end = "yellow" if counts.get(TaskStatus.FAILED.value) or counts.get("error") else "bar.finished"
+        overall.add_row(ProgressBar(total=max(total, 1), completed=done, width=min(40, width // 4),
+                                    finished_style=end),
                         f" {done}/{total} done · {summary} · {format_duration(seconds)}")
         return Group(table, overall)
+
+
+def _bar(task: Task | None, width: int):
+    """The row's bar: progress where the provider reports it; a failed task's is red, never a full green bar."""
+    from rich.progress_bar import ProgressBar
+    from rich.text import Text
+
+    if task is not None and task.status is TaskStatus.FAILED:
+        return ProgressBar(total=1.0, completed=task.progress or 0.0, width=width, style="red",
+                           complete_style="red", finished_style="red")
+    if task is None or task.progress is None:
+        return Text("-" * width, style="dim")
+    return ProgressBar(total=1.0, completed=task.progress, width=width)
 
 
 def summary_line(counts: dict[str, int]) -> str:

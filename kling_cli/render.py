@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, Callable, TextIO
 
 from kling_cli import envvars
 
@@ -17,7 +17,6 @@ if TYPE_CHECKING:  # models and json are imported on use: `kling --help` needs n
     from kling_cli.errors import KlingError
     from kling_cli.models import Task
 
-_STATUS_COLORS = {"queued": "33", "running": "36", "succeeded": "32", "failed": "31", "unknown": "35"}
 STATUS_STYLES = {"queued": "yellow", "running": "cyan", "succeeded": "green", "failed": "red", "unknown": "magenta"}
 
 
@@ -37,10 +36,17 @@ class Output:
         self.verbose = verbose
         self.raw = raw
         self.secrets = list(secrets or [])
-        self._no_color = no_color or bool(os.environ.get(envvars.NO_COLOR)) or os.environ.get("TERM") == "dumb"
+        #: a terminal that cannot move its cursor: no colour, no live display (plain lines, as in a log)
+        self.dumb = os.environ.get("TERM") == "dumb"
+        self._no_color = no_color or bool(os.environ.get(envvars.NO_COLOR)) or self.dumb
         self._console = None
         # Download and callback threads print results too: one line at a time.
         self._lock = threading.Lock()
+        #: set by a live display drawn on the terminal stdout also goes to: writes a stdout line above it
+        self.above: Callable[[Callable[[], None]], None] | None = None
+        #: the origin of a sandbox that lives only as long as this process, and whether stdout named it
+        self.ephemeral_origin: str | None = None
+        self.ephemeral_printed = False
 
     # Streams are looked up at each write: test runners and redirections swap sys.stdout/stderr.
     @property
@@ -64,13 +70,19 @@ class Output:
         return not self._no_color and self.stderr_tty
 
     @property
-    def stdout_color(self) -> bool:
-        return not self._no_color and self.stdout_tty
+    def live(self) -> bool:
+        """Animations (spinners, bars) only for a human watching a terminal that can redraw."""
+        return self.stderr_tty and not self.dumb and not self.quiet and not self.json_mode
 
     @property
-    def live(self) -> bool:
-        """Animations (spinners, bars) only for a human watching a terminal."""
-        return self.stderr_tty and not self.quiet and not self.json_mode
+    def shared_terminal(self) -> bool:
+        """stdout and stderr are the same terminal (a live display on one must make room for the other)."""
+        if not (self.stdout_tty and self.stderr_tty):
+            return False
+        try:
+            return os.path.samestat(os.fstat(self.stdout.fileno()), os.fstat(self.stderr.fileno()))
+        except (AttributeError, OSError, ValueError):
+            return True
 
     def _clean(self, text: str) -> str:
         for secret in self.secrets:
@@ -81,7 +93,8 @@ class Output:
     def _err(self, text: str) -> None:
         line = self._clean(text) + "\n"
         if self._console is not None and self.live:
-            self._console.print(line, end="", markup=False, highlight=False)  # above a live display, not through it
+            # above a live display; never wrapped by rich (a hint cut by a newline cannot be pasted)
+            self._console.print(line, end="", markup=False, highlight=False, soft_wrap=True)
             return
         with self._lock:
             self.stderr.write(line)
@@ -89,26 +102,38 @@ class Output:
 
     # -- stdout: results ------------------------------------------------------------------------
     def data(self, text: str) -> None:
+        """One line of data on stdout, written as it is: never wrapped, padded or restyled, whatever the
+        terminal (a person may pipe a copy of what they saw)."""
         line = self._clean(text) + "\n"
-        with self._lock:
+        if self.ephemeral_origin and self.ephemeral_origin in line:
+            self.ephemeral_printed = True
+
+        def write() -> None:
             self.stdout.write(line)
             self.stdout.flush()
+
+        with self._lock:
+            if self.above is not None:
+                self.above(write)
+            else:
+                write()
 
     def json(self, obj: Any) -> None:
         import json
 
         self.data(json.dumps(obj, ensure_ascii=False, separators=(",", ":")))
 
-    def task(self, task: Task, *, detail: bool = False, files: list[str] | None = None, raw: bool = False) -> None:
+    def task(self, task: Task, *, detail: bool = False, files: list[str] | None = None, raw: bool = False,
+             label: str = "") -> None:
         if self.json_mode:
             body = task.to_json(raw=self.raw or raw)
             if files is not None:
                 body["files"] = files
             self.json(body)
         elif detail:
-            self.data(format_task_block(task, color=self.stdout_color))
+            self.data(format_task_block(task))
         else:
-            self.data(format_task_line(task))
+            self.data(format_task_line(task, files=files, label=label))
 
     # -- stderr: chatter ------------------------------------------------------------------------
     def info(self, message: str) -> None:
@@ -150,30 +175,34 @@ def isatty(stream: Any) -> bool:
         return False
 
 
-def paint(text: str, status: str, color: bool) -> str:
-    return f"\033[{_STATUS_COLORS.get(status, '0')}m{text}\033[0m" if color else text
+def one_line(text: str) -> str:
+    """Text for one field of a tab-separated line: tabs and newlines (a provider's reason may hold them) become
+    spaces."""
+    return " ".join(text.split())
 
 
 def outcome_text(task: Task) -> str:
     urls = [v.url for v in task.videos if v.url]
     if task.error and (task.status.value == "failed" or not urls):
-        return task.error.message
+        return one_line(task.error.message)
     return " ".join(urls)
 
 
-def format_task_line(task: Task) -> str:
-    """id, status and the video URL or failure reason, tab-separated for `cut` and `awk`."""
-    return "\t".join(part for part in (task.id, task.status.value, outcome_text(task)) if part)
+def format_task_line(task: Task, *, files: list[str] | None = None, label: str = "") -> str:
+    """`ID<TAB>STATUS<TAB>RESULT<TAB>LABEL`, whatever the outcome: RESULT is the video URL (the downloaded
+    files, when there are some) or the failure reason, LABEL the task's row and prompt start (or empty)."""
+    result = " ".join(files) if files else outcome_text(task)
+    return "\t".join((task.id, task.status.value, result, label))
 
 
-def format_task_block(task: Task, *, color: bool = False) -> str:
+def format_task_block(task: Task) -> str:
     status = task.status.value
     if task.raw_status and task.raw_status != status:
         status += f" ({task.raw_status})"
     rows = [
         ("id", task.id),
         ("kind", task.kind),
-        ("status", paint(status, task.status.value, color)),
+        ("status", status),
         ("progress", f"{task.progress:.0%}" if task.progress is not None else None),
         ("external id", task.external_id),
         ("created", task.created_at),

@@ -10,6 +10,7 @@ http(s) with a host, ids can be URL path segments.
 from __future__ import annotations
 
 import math
+import re
 import unicodedata
 from typing import Any, Callable
 from urllib.parse import urlsplit
@@ -117,6 +118,7 @@ SUBMIT_OPTIONS: dict[str, Callable[[Any], Any]] = {
     "negative_prompt": text,
     "model": text,
     "motion_model": text,
+    "i2v_model": text,
     "mode": _enum("mode"),
     "aspect_ratio": _enum("aspect_ratio"),
     "orientation": _enum("orientation"),
@@ -127,6 +129,7 @@ SUBMIT_OPTIONS: dict[str, Callable[[Any], Any]] = {
     "external_id": identifier,
     "camera_control": _object,
     "image": media,
+    "image_tail": media,
     "video": media,
 }
 
@@ -178,6 +181,44 @@ def poll_interval(value: Any) -> float:
 def task_seconds(value: Any) -> float:
     """How long a sandbox task takes."""
     return float(number(value, low=0, high=86400))
+
+
+_TTL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_TTL_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def upload_ttl(value: Any) -> float:
+    """How long an uploaded file's URL lives (profile `upload_ttl`): seconds, or text like `90m`, `12h`, `6d`."""
+    if isinstance(value, str):
+        match = _TTL.match(value)
+        if not match:
+            raise ValueError(f"must be a duration like 3600, 90m, 12h or 6d, got {quoted(value)}")
+        value = float(match.group(1)) * _TTL_UNITS[match.group(2)]
+    return float(number(value, above=0, high=10 * 365 * 86400))
+
+
+def upload_command(value: Any) -> str:
+    """A command template (profile `upload_command`): split once like a shell would, run without one."""
+    import shlex
+
+    value = text(value)
+    try:
+        words = shlex.split(value)
+    except ValueError as exc:
+        raise ValueError(f"cannot be split into arguments ({exc}): {quoted(value, 80)}") from None
+    if not words:
+        raise ValueError("is empty: name the program to run and {path}, e.g. "
+                         "\"rclone copyto {path} remote:bucket/{sha256}.{ext}\"")
+    shells = ("sh", "bash", "dash", "zsh", "ksh", "ash")
+    if words[0].rsplit("/", 1)[-1] in shells:
+        for flag, script in zip(words, words[1:]):
+            if re.fullmatch(r"-[a-z]*c[a-z]*", flag) and re.search(r"\{(path|name|sha256|ext)\}", script):
+                # substituted as text into shell code, a file name with quotes or $(...) would run as code
+                raise ValueError("puts a placeholder inside a shell script: pass the values as arguments after the "
+                                 "script and use \"$1\", \"$2\" in it (see the README's templates)")
+    if "{path}" not in value:
+        raise ValueError("names no {path}: the uploader would not know which file to upload")
+    return value
 
 
 def wait_timeout(value: Any) -> float:

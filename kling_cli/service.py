@@ -23,7 +23,18 @@ from kling_cli.errors import (
     Unsupported,
     UsageError,
 )
-from kling_cli.models import DEFAULT_MODELS, KINDS, MotionRequest, T2VRequest, Task, TaskError, id_problem, quoted
+from kling_cli.models import (
+    DEFAULT_MODELS,
+    KINDS,
+    I2VRequest,
+    MediaRef,
+    SubmitRequest,
+    T2VRequest,
+    Task,
+    TaskError,
+    id_problem,
+    quoted,
+)
 from kling_cli.providers import get_dialect
 from kling_cli.providers.base import Dialect
 from kling_cli.render import Output
@@ -65,8 +76,29 @@ def request_hash(kind: str, record: dict[str, Any]) -> str:
 def _needs_url(dialect: str, what: str, path: str, flag: str) -> PreflightError:
     return PreflightError(
         f"the {dialect} dialect takes the {what} as a URL only, and {path} is a local file",
-        hint=f"upload it somewhere the provider can fetch it and pass {flag} https://...",
+        hint=f"name an uploader in the profile (upload_command, see the README's 'Local files') and kling uploads "
+        f"it, or pass {flag} https://...",
     )
+
+
+def _origin(base_url: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(base_url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _one_control(req: I2VRequest) -> None:
+    """Kling takes an end frame, motion-brush masks or camera control, one at a time (its image-to-video
+    reference: image_tail, static_mask/dynamic_masks and camera_control are mutually exclusive)."""
+    given = [name for name, present in (
+        ("--image-tail", req.image_tail is not None), ("--camera-control", req.camera_control is not None),
+        ("motion-brush masks (static_mask, dynamic_masks)", any(k in req.extra for k in ("static_mask",
+                                                                                          "dynamic_masks"))))
+        if present]
+    if len(given) > 1:
+        raise PreflightError(f"{' and '.join(given)} cannot be used together: Kling takes an end frame, masks or "
+                             "camera control, one at a time", hint="keep one of them")
 
 
 def _id_trouble(task: Task) -> str | None:
@@ -123,6 +155,7 @@ class Service:
         self._transport = None
         self._sandbox = None
         self._downloader = None
+        self._uploads = None
         #: task id -> the model it was submitted with (None: not known here), for answers that do not say
         self._models: dict[str, str | None] = {}
         #: warnings given once per command, however many rows a batch checks
@@ -138,6 +171,7 @@ class Service:
 
             self._sandbox = start_background(data_dir() / "sandbox", self.resolved.sandbox_settings)
             self.resolved.base_url = self._sandbox.base_url(self.resolved.dialect)
+            self.out.ephemeral_origin = self._sandbox.origin  # its URLs die with this process
             self.out.debug(f"sandbox listening on {self.resolved.base_url}")
         return self.resolved.base_url
 
@@ -209,12 +243,12 @@ class Service:
         return task
 
     # -- preflight ------------------------------------------------------------------------------
-    def preflight(self, kind: str, req: T2VRequest | MotionRequest, *, media_cache: dict | None = None) -> None:
+    def preflight(self, kind: str, req: SubmitRequest, *, media_cache: dict | None = None) -> None:
         """Everything that can be checked locally, checked before a request that costs money.
 
         With `media_cache` (a batch validating many rows) each file is checked once and not loaded.
         """
-        from kling_cli.media import check_image, check_prompt, check_video
+        from kling_cli.media import check_prompt, check_video
 
         dialect = self.dialect
         if kind not in dialect.kinds:
@@ -226,10 +260,19 @@ class Service:
         if req.model and req.model != DEFAULT_MODELS[kind] and kind in dialect.drops_model:
             self.warn_once(f"the {dialect.name} dialect drops the model of {kind} tasks: {req.model} is what the "
                            f"gateway routes and bills, but Kling runs its default ({DEFAULT_MODELS[kind]})")
-        if isinstance(req, T2VRequest):
+        if kind in dialect.prompt_required and not (req.prompt or "").strip():
+            what, flag = ("motion control", '--prompt "..."') if kind == "motion" else ("image to video", "a PROMPT")
+            raise PreflightError(f"the {dialect.name} dialect refuses {what} without a prompt (its provider "
+                                 "requires one where Kling's docs call it optional)",
+                                 hint=f"add {flag} describing the scene")
+        cache = media_cache if media_cache is not None else {}
+        if isinstance(req, (T2VRequest, I2VRequest)):
             check_prompt(req.negative_prompt, dialect.negative_prompt_limit, "negative prompt", where)
-            if not req.prompt.strip():
+            if isinstance(req, T2VRequest) and not req.prompt.strip():
                 raise UsageError("the prompt is empty", hint="describe the video to generate")
+            if req.aspect_ratio is not None and isinstance(req, I2VRequest) and not dialect.i2v_aspect_ratio:
+                raise PreflightError(f"the {dialect.name} dialect takes no aspect ratio for image to video: the video "
+                                     "takes the image's", hint="leave --aspect-ratio out")
             if req.aspect_ratio is not None and req.aspect_ratio not in dialect.aspect_ratios:
                 raise PreflightError(f"aspect ratio {req.aspect_ratio} is not offered by the {dialect.name} dialect",
                                      hint=f"use one of {', '.join(dialect.aspect_ratios)}")
@@ -241,26 +284,88 @@ class Service:
             if req.cfg_scale is not None and model.startswith("kling-v2"):
                 self.warn_once(f"--cfg-scale has no effect on {named}: Kling's docs say kling-v2.x models do not "
                                "support it")
+            if isinstance(req, I2VRequest):
+                _one_control(req)
+                for attr, flag in (("image", "--image"), ("image_tail", "--image-tail")):
+                    self._local_image(req, attr, flag, cache, media_cache is None)
             return
-        if self.dialect.prompt_required and not (req.prompt or "").strip():
-            raise PreflightError(
-                f"the {self.dialect.name} dialect refuses motion control without a prompt (its gateway requires "
-                "one even though Kling's docs call it optional)",
-                hint='add --prompt "..." describing the scene',
-            )
-        if not req.image.is_url:
-            inline = media_cache is None and self.dialect.image_base64
-            _info, encoded = _cached(media_cache if media_cache is not None else {}, ("image", req.image.value),
-                                     lambda: check_image(req.image.value, with_base64=inline))
-            if not self.dialect.image_base64:
-                raise _needs_url(self.dialect.name, "subject image", req.image.value, "--image")
-            req.image_base64 = encoded
+        self._local_image(req, "image", "--image", cache, media_cache is None)
         if not req.video.is_url:
             key = ("video", req.video.value, req.orientation)
-            _cached(media_cache if media_cache is not None else {}, key,
-                    lambda: check_video(req.video.value, req.orientation))
+            _cached(cache, key, lambda: check_video(req.video.value, req.orientation))
             if not self.dialect.video_base64:
-                raise _needs_url(self.dialect.name, "motion reference video", req.video.value, "--video")
+                self._uploadable("motion reference video", req.video.value, "--video")
+
+    def _local_image(self, req: SubmitRequest, attr: str, flag: str, cache: dict, load: bool) -> None:
+        """A local image checked (once per batch), then inlined as raw base64 where the dialect takes it, else
+        left for the uploader; `load`: read its bytes now (a batch's planning does not)."""
+        from kling_cli.media import check_image
+
+        ref = getattr(req, attr)
+        if ref is None or ref.is_url:
+            return
+        inline = self.dialect.image_base64
+        _info, encoded = _cached(cache, ("image", ref.value),
+                                 lambda: check_image(ref.value, with_base64=load and inline))
+        if inline:
+            setattr(req, f"{attr}_base64", encoded)
+        else:
+            self._uploadable({"image": "image", "image_tail": "end frame"}[attr] if isinstance(req, I2VRequest)
+                             else "subject image", ref.value, flag)
+
+    def _uploadable(self, what: str, path: str, flag: str) -> None:
+        """A local file this dialect takes as a URL only: fine when the profile has an uploader."""
+        if self.uploads is None:
+            raise _needs_url(self.dialect.name, what, path, flag)
+
+    # -- local files as URLs ----------------------------------------------------------------------
+    @property
+    def uploads(self):
+        """The profile's uploader (`upload_command`; on the sandbox profile, the sandbox's upload route), with
+        what this run and the journal know of its uploads; None when the profile names none."""
+        with self._lazy_lock:
+            if self._uploads is None:
+                from kling_cli.uploads import CommandUploader, SandboxUploader, Uploads
+
+                resolved = self.resolved
+                if resolved.upload_command:
+                    uploader = CommandUploader(resolved.profile, resolved.upload_command, resolved.upload_ttl)
+                elif resolved.sandbox:
+                    uploader = SandboxUploader(lambda: _origin(self.base_url), lambda: resolved.base_url is not None)
+                else:
+                    return None
+                self._uploads = Uploads(uploader, self.journal, say=self.out.info, warn=self.out.warn)
+        return self._uploads
+
+    def _url_refs(self, kind: str, req: SubmitRequest) -> list[tuple[str, MediaRef]]:
+        """(attribute, local file) of each medium this request must send as a URL on this dialect."""
+        attrs = {"i2v": ("image", "image_tail"), "motion": ("image", "video")}.get(kind, ())
+        found = []
+        for attr in attrs:
+            ref = getattr(req, attr)
+            inline = self.dialect.video_base64 if attr == "video" else self.dialect.image_base64
+            if ref is not None and not ref.is_url and not inline:
+                found.append((attr, ref))
+        return found
+
+    def upload_media(self, kind: str, req: SubmitRequest) -> None:
+        """Each local file the dialect needs as a URL, uploaded (or found uploaded) and replaced by its URL.
+        Preflight has checked the files: nothing Kling would refuse is uploaded."""
+        for attr, ref in self._url_refs(kind, req):
+            if self.uploads is None:
+                raise _needs_url(self.dialect.name, attr.replace("_", " "), ref.value, f"--{attr.replace('_', '-')}")
+            setattr(req, attr, MediaRef(self.uploads.url_for(self.uploads.local(ref.value)), True))
+
+    def upload_plan(self, kind: str, req: SubmitRequest) -> list[dict[str, Any]]:
+        """For --dry-run: each local file the request would need uploaded, with the URL it already has (None:
+        it would be uploaded); the request then shows that URL, or a placeholder."""
+        plan = []
+        for attr, ref in self._url_refs(kind, req):
+            file = self.uploads.local(ref.value)
+            known = self.uploads.known(file)
+            setattr(req, attr, MediaRef(known.url if known else f"<upload of {file.path}>", True))
+            plan.append({"file": file.path, "sha256": file.sha256, "url": known.url if known else None})
+        return plan
 
     def warn_once(self, message: str) -> None:
         if message not in self._warned:
@@ -268,7 +373,7 @@ class Service:
             self.out.warn(message)
 
     # -- operations -----------------------------------------------------------------------------
-    def submit(self, kind: str, req: T2VRequest | MotionRequest, *, identity: str | None = None,
+    def submit(self, kind: str, req: SubmitRequest, *, identity: str | None = None,
                batch: str | None = None, row: int | None = None, adopt: bool = False,
                busy_retries: bool = True) -> Task:
         """Create one task, its intent journaled first. A lost answer is reconciled by external id where the
@@ -277,6 +382,7 @@ class Service:
         `busy_retries=False`: a "too many running tasks" refusal is raised at once (a batch waits for a slot)."""
         if req.external_id is None:
             req.external_id = new_external_id()
+        self.upload_media(kind, req)  # before the intent: a failed upload sends nothing, records nothing
         wire = self.dialect.build_submit(kind, req)
         entry = None
         if self.journal is not None:
@@ -314,7 +420,7 @@ class Service:
         except Exception as exc:  # sqlite3.Error, OSError: never fail a command that already got its answer
             self.out.warn(f"journal: could not record ({exc}); a rerun will check the provider instead")
 
-    def _send_submit(self, kind: str, req: T2VRequest | MotionRequest, wire, *, adopt: bool = False,
+    def _send_submit(self, kind: str, req: SubmitRequest, wire, *, adopt: bool = False,
                      busy_retries: bool = True) -> Task:
         resent = False
         for attempt in range(self.resolved.retries + 1):

@@ -33,7 +33,7 @@ def check_id(task_id: str, where: str) -> str:
     problem = id_problem(task_id)
     if problem:
         raise UsageError(f"{where}: {quoted(task_id)} is not a task id: {problem}",
-                         hint="give the id `kling submit` printed")
+                         hint="give the id that kling submit printed")
     return task_id
 
 

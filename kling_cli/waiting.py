@@ -33,16 +33,25 @@ COALESCE = 0.25
 #: how often the journal is asked which tasks a callback reported ended (seconds, scaled like the schedule)
 CALLBACK_CHECK = 1.0
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?!s))?(?:(\d+(?:\.\d+)?)s)?"
+                       r"(?:(\d+(?:\.\d+)?)ms)?")
+_UNITS = (3600.0, 60.0, 1.0, 0.001)
 
 
 def parse_duration(text: str) -> float:
-    """`90s`, `20m`, `1h`, `1.5h`, `250ms` or plain seconds."""
-    match = _DURATION.match(text or "")
-    if not match or not math.isfinite(float(match.group(1)) * _UNITS[match.group(2)]):  # too many digits: inf
-        raise UsageError(f"not a duration: {text!r}", hint="use a number with s, m or h, e.g. 90s, 20m, 1h")
-    return float(match.group(1)) * _UNITS[match.group(2)]
+    """`90s`, `20m`, `1h`, `1.5h`, `250ms`, compound `1h30m` or `2m30s`, or plain seconds."""
+    # spaces may separate a number from its unit, and one part from the next ("1h 30m", "90 s")
+    compact = re.sub(r"(?<=\d)\s+(?=[a-z])|(?<=[a-z])\s+(?=\d)", "", (text or "").strip())
+    match = _DURATION.fullmatch(compact)
+    if re.fullmatch(r"\d+(?:\.\d+)?", compact):
+        seconds = float(compact)
+    elif match is not None:
+        seconds = sum(float(value) * unit for value, unit in zip(match.groups(), _UNITS) if value is not None)
+    else:
+        seconds = math.nan
+    if not compact or not math.isfinite(seconds):  # too many digits make inf
+        raise UsageError(f"not a duration: {text!r}", hint="use numbers with h, m, s or ms, e.g. 90s, 20m, 1h30m")
+    return seconds
 
 
 def format_duration(seconds: float) -> str:
@@ -139,6 +148,8 @@ class _Tracked:
     born: float | None = None
     #: a callback reported its end: queried at once, not again for that
     hinted: bool = False
+    #: queried at least once (a deadline that passed before then still allows one look)
+    polled: bool = False
 
 
 @dataclass
@@ -158,7 +169,7 @@ class WaitOutcome:
 class Waiter:
     def __init__(
         self,
-        get_many: Callable[[list[TaskRef], float], dict[str, Task | KlingError]],
+        get_many: Callable[[list[TaskRef], float | None], dict[str, Task | KlingError]],
         refs: list[TaskRef],
         *,
         timeout: float,
@@ -226,8 +237,13 @@ class Waiter:
             return None
         now = self.clock()
         if now >= self.deadline:
-            self.outcome.timed_out = True
-            return None
+            unseen = [t for t in self.tracked.values() if not t.polled]
+            if not unseen:
+                self.outcome.timed_out = True
+                return None
+            # a deadline already past (`--timeout 0`) still gets one look at each task, on the requests' own timeout
+            self._poll(unseen, None)
+            return 0.0
         if self.policy.ended is not None and now >= self.next_check:
             self._check_callbacks(now)
         if self.policy.gate is not None and self.policy.gate() > now:
@@ -237,14 +253,17 @@ class Waiter:
             wake = min(wake, self.next_check)
         if wake > now:
             return wake - now
-        due = [t for t in self.tracked.values() if t.due <= now + self.policy.coalesce]
+        self._poll([t for t in self.tracked.values() if t.due <= now + self.policy.coalesce], self.deadline)
+        return 0.0
+
+    def _poll(self, due: list[_Tracked], deadline: float | None) -> None:
         self.outcome.queries += len(due)
-        results = self.get_many([t.ref for t in due], self.deadline)
+        results = self.get_many([t.ref for t in due], deadline)
         for tracked in due:
+            tracked.polled = True
             self._record(tracked, results.get(tracked.ref.id), self.deadline)
             if self.outcome.stopped_early:
                 break
-        return 0.0
 
     def _check_callbacks(self, now: float) -> None:
         """Tasks a callback reported ended are due now (their result still comes from a query)."""

@@ -7,7 +7,8 @@
 The scripts are static: pressing TAB never runs `kling`, so it is instant. They complete the subcommands
 at every level, the options of each command (long and short), the values of Choice options, files or
 directories for Path options and for options whose metavar names a path (PATH, FILE, DIR, PATH|URL,
-PATH|-), and nothing for free text. Hidden commands and options are left out.
+PATH|-), profile names for --profile and PROFILE arguments (`sandbox` and the [profiles.NAME] tables of
+config.toml, read at each TAB), and nothing for free text. Hidden commands and options are left out.
 
 The tree is walked generically (groups, commands, parameters), so a new command or option only needs a
 re-run of this script; tests/test_completions.py fails while the committed scripts are stale.
@@ -32,7 +33,7 @@ _FILE_WORDS = {"PATH", "PATHS", "FILE", "FILES", "FILENAME", "FILENAMES"}
 _DIR_WORDS = {"DIR", "DIRS", "DIRECTORY", "DIRECTORIES"}
 
 # What a value completes to.
-NONE, FILE, DIR, CHOICE = "none", "file", "dir", "choice"
+NONE, FILE, DIR, CHOICE, PROFILE = "none", "file", "dir", "choice", "profile"
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,8 @@ def _metavar_value(metavar: Optional[str]) -> Optional[Value]:
 
 
 def _value(param: Any) -> Value:
+    if param.name == "profile" or param.metavar == "PROFILE":
+        return Value(PROFILE)
     ptype = param.type
     choices = getattr(ptype, "choices", None)
     if choices is not None:
@@ -269,6 +272,22 @@ _kling_dirs() {
     local word
     compopt -o filenames 2>/dev/null
     while IFS= read -r word; do COMPREPLY+=("$word"); done < <(compgen -d -- "$1")
+}
+
+# Profile names: the built-in sandbox and the [profiles.NAME] tables of config.toml (a file read, no kling run).
+_kling_profiles() {
+    local dir=${KLING_CONFIG_DIR:-${XDG_CONFIG_HOME:-$HOME/.config}/kling} line
+    local plain='^\[profiles\.([A-Za-z0-9_-]+)\][[:space:]]*$' quoted='^\[profiles\."([^"]+)"\][[:space:]]*$'
+    local -a names=(sandbox)
+    [[ -r $dir/config.toml ]] || dir="$HOME/Library/Application Support/kling"
+    if [[ -r $dir/config.toml ]]; then
+        while IFS= read -r line; do
+            if [[ $line =~ $plain || $line =~ $quoted ]]; then
+                names+=("${BASH_REMATCH[1]}")
+            fi
+        done < "$dir/config.toml"
+    fi
+    _kling_filter "$1" "${names[@]}"
 }
 
 # bash splits words at the characters of COMP_WORDBREAKS (= and : among them) and readline replaces
@@ -434,6 +453,8 @@ def render_bash(tree: Cmd) -> str:
         out.append("        " + "|".join(_sq(k) for k in keys) + ")")
         if value.kind == CHOICE:
             out.append('            _kling_filter "$3" ' + " ".join(_sq(c) for c in value.choices))
+        elif value.kind == PROFILE:
+            out.append('            _kling_profiles "$3"')
         elif value.kind == FILE:
             out.append('            _kling_files "$3"')
         else:
@@ -452,6 +473,8 @@ def _zsh_escape(text: str, specials: str) -> str:
 
 
 def _zsh_action(value: Value) -> str:
+    if value.kind == PROFILE:
+        return "_kling_profiles"
     if value.kind == FILE:
         return "_files"
     if value.kind == DIR:
@@ -485,8 +508,23 @@ def _zsh_function(cmd: Cmd) -> str:
     return "_kling_cmd" + "".join("__" + re.sub(r"[^A-Za-z0-9]", "_", part) for part in cmd.path[1:])
 
 
+_ZSH_PROFILES = r'''# Profile names: the built-in sandbox and the [profiles.NAME] tables of config.toml (read, no kling run).
+_kling_profiles() {
+    local dir=${KLING_CONFIG_DIR:-${XDG_CONFIG_HOME:-$HOME/.config}/kling}
+    local -a names
+    names=(sandbox)
+    [[ -r $dir/config.toml ]] || dir="$HOME/Library/Application Support/kling"
+    if [[ -r $dir/config.toml ]]; then
+        names+=(${(f)"$(sed -n -e 's/^\[profiles\.\([A-Za-z0-9_-]*\)\][[:space:]]*$/\1/p' \
+            -e 's/^\[profiles\."\([^"]*\)"\][[:space:]]*$/\1/p' "$dir/config.toml")"})
+    fi
+    compadd -a names
+}
+'''
+
+
 def render_zsh(tree: Cmd) -> str:
-    out = ["#compdef kling", "", _header("zsh")]
+    out = ["#compdef kling", "", _header("zsh"), _ZSH_PROFILES]
     for cmd in tree.walk():
         specs = [spec for opt in cmd.opts for spec in _zsh_option_specs(opt)]
         out.append(f"{_zsh_function(cmd)}() {{")
@@ -603,6 +641,21 @@ function __kling_path
     echo $path
 end
 
+# Profile names: the built-in sandbox and the [profiles.NAME] tables of config.toml (a file read, no kling run).
+function __kling_profiles
+    set -l dir $KLING_CONFIG_DIR
+    if test -z "$dir"
+        set dir $HOME/.config/kling
+        set -q XDG_CONFIG_HOME; and set dir $XDG_CONFIG_HOME/kling
+    end
+    test -r $dir/config.toml; or set dir "$HOME/Library/Application Support/kling"
+    echo sandbox
+    if test -r $dir/config.toml
+        string replace -rf '^\[profiles\.([A-Za-z0-9_-]+)\]\s*$' '$1' <$dir/config.toml
+        string replace -rf '^\[profiles\."([^"]+)"\]\s*$' '$1' <$dir/config.toml
+    end
+end
+
 # True when the cursor is in the command path given as arguments.
 function __kling_at
     test (__kling_path) = "$argv"
@@ -661,6 +714,8 @@ def render_fish(tree: Cmd) -> str:
 
 
 def _fish_value(value: Value) -> list[str]:
+    if value.kind == PROFILE:
+        return ["-x", "-a", _fq("(__kling_profiles)")]
     if value.kind == FILE:
         return ["-r", "-F"]
     if value.kind == DIR:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -57,6 +59,12 @@ def default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def result_file(stdout: str) -> Path:
+    """The file of a `wait --download` (or `submit --download`) line: `ID<TAB>STATUS<TAB>FILE<TAB>LABEL`."""
+    (line,) = stdout.splitlines()
+    return Path(line.split("\t")[2])
+
+
 @dataclass
 class Result:
     exit_code: int
@@ -70,33 +78,89 @@ class Result:
         return f"Result(exit_code={self.exit_code}, stdout={self.stdout!r}, stderr={self.stderr!r})"
 
 
+def run_kling(args: list[str], input: str | bytes | None = None, env: dict[str, str | None] | None = None) -> Result:
+    """The real `kling` entry point, in-process, with stdout and stderr captured apart."""
+    with CliRunner().isolation(input=input, env=env) as (out, err, _mixed):
+        try:
+            main([str(a) for a in args])
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        else:
+            code = 0
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        return Result(code, out.getvalue().decode(), err.getvalue().decode())
+
+
+#: a command `kling` suggests, in backquotes (hints, "follow it with", notes)
+SUGGESTED = re.compile(r"`(kling [^`]*)`")
+#: a command with a placeholder to fill in (NAME, FILE, ID, URL...) or an ellipsis is a template, not run
+TEMPLATE = re.compile(r"\b[A-Z][A-Z0-9_]+\b|\.\.\.")
+#: what a suggested command may exit with: it worked, or it did what it says (waited for a task that failed)
+SUGGESTION_OK = (0, 8)
+
+
+class Suggestions:
+    """Every command `kling` suggests during a test, run as printed at the end of the test, in the same
+    environment (config, journal, working directory, sandbox still up): each one must work when pasted."""
+
+    def __init__(self) -> None:
+        self.commands: dict[str, tuple[dict[str, str | None] | None, str]] = {}
+        self.done = False
+
+    def record(self, result: Result, env: dict[str, str | None] | None, source: str) -> None:
+        texts = [result.stderr]
+        for line in result.stdout.splitlines():
+            if line.startswith('{"error"'):
+                texts.append(json.loads(line)["error"].get("hint") or "")
+        for text in texts:
+            for command in SUGGESTED.findall(text):
+                if not TEMPLATE.search(command):
+                    self.commands.setdefault(command, (env, source))
+
+    def run(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        failures = []
+        for command, (env, source) in self.commands.items():
+            result = run_kling(shlex.split(command)[1:], env=env)
+            if result.exit_code not in SUGGESTION_OK:
+                failures.append(f"`{command}` (suggested by `{source}`) exited {result.exit_code}: "
+                                f"{result.stderr.strip()[-600:]}")
+        assert not failures, "suggested commands that fail when pasted:\n" + "\n".join(failures)
+
+
+@pytest.fixture(autouse=True)
+def suggestions(isolated) -> Suggestions:
+    """Torn down before `isolated`: the environment the commands were suggested in is still there."""
+    recorder = Suggestions()
+    yield recorder
+    recorder.run()
+
+
 @pytest.fixture
-def kling():
-    """Run the real `kling` entry point in-process, with stdout and stderr captured apart."""
-    runner = CliRunner()
+def kling(suggestions):
+    """Run the real `kling` entry point in-process; the commands it suggests are run at the end of the test."""
 
     def invoke(*args: str, input: str | bytes | None = None, env: dict[str, str | None] | None = None) -> Result:
-        with runner.isolation(input=input, env=env) as (out, err, _mixed):
-            try:
-                main([str(a) for a in args])
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else 1
-            else:
-                code = 0
-            finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-            return Result(code, out.getvalue().decode(), err.getvalue().decode())
+        result = run_kling([str(a) for a in args], input=input, env=env)
+        suggestions.record(result, env, shlex.join(["kling", *map(str, args)]))
+        return result
 
     return invoke
 
 
 @pytest.fixture
-def sandbox(tmp_path: Path):
+def sandbox(tmp_path: Path, suggestions):
     # Retry-After keeps rate-limit storms fast; the backoff without it has its own tests (test_transport).
     server = new_sandbox(tmp_path / "sandbox-state", task_seconds=TASK_SECONDS, retry_after=0.05).start()
     yield server
-    server.close()
+    try:
+        suggestions.run()  # while the sandbox the commands name is up
+    finally:
+        server.close()
 
 
 def sandbox_stats(server: Sandbox) -> dict[str, Any]:

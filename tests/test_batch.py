@@ -252,7 +252,7 @@ def test_history_lists_newest_first_with_filters(kling, kling_profile, tmp_path)
     assert entries[1]["state"] == "refused" and "Account balance not enough" in entries[1]["error"]
     assert entries[0]["status"] == "failed" and entries[0]["request"]["prompt"] == "second fox sandbox:fail"
     assert [e["task_id"] for e in kling("history", "--status", "failed", "--json").json_lines()] == [second]
-    assert kling("history", "-n", "1").stdout.count("\n") == 1
+    assert kling("history", "--limit", "1").stdout.count("\n") == 1
     assert kling("history", "--profile", "other", "--json").stdout == ""
 
 

@@ -211,7 +211,7 @@ def test_a_journal_of_the_first_release_is_migrated_not_broken(kling, kling_prof
     assert entry["task_id"] == "123" and entry["request"]["prompt"] == "old fox"
     with sqlite3.connect(path) as db:
         assert [r[0] for r in db.execute("SELECT name FROM _migrations ORDER BY name")] == \
-            ["001_submissions", "002_claims", "003_task_times", "004_timing"]
+            ["001_submissions", "002_claims", "003_task_times", "004_uploads", "005_timing"]
     assert kling("submit", "t2v", "new fox").exit_code == 0
 
 

@@ -10,7 +10,7 @@ import httpx
 
 import pytest
 
-from conftest import DATA, sandbox_stats
+from conftest import DATA, result_file, sandbox_stats
 from kling_cli.sandbox.core import ASSET
 
 DIALECTS = ["kling", "cometapi", "newapi", "acedata", "aigw"]
@@ -182,6 +182,6 @@ def test_aigw_profile_options_reach_the_wire(kling, sandbox, tmp_path):
                       'auth_prefix = ""\nparams_key = ""\n')
     result = kling("submit", "t2v", "a fox", "--download", tmp_path / "v", "-vv")
     assert result.exit_code == 0, result
-    assert Path(result.stdout.strip()).read_bytes() == ASSET.read_bytes()
+    assert result_file(result.stdout).read_bytes() == ASSET.read_bytes()
     (task,) = [t for t in httpx.get(f"{sandbox.origin}/__sandbox/tasks").json()["tasks"]]
     assert task["prompt"] == "a fox"

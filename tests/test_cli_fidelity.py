@@ -31,7 +31,9 @@ def test_success_without_a_video_is_never_a_plain_success(kling, sandbox, add_pr
     profile(add_profile, sandbox, dialect)
     task_id = kling("submit", "t2v", "a fox sandbox:novideo", "-q").stdout.strip()
     waited = kling("wait", task_id)
-    assert waited.exit_code == 5 and waited.stdout == ""
+    assert waited.exit_code == 5  # its line says so, in wait's one format
+    assert waited.stdout.split("\t")[:3] == [task_id, "succeeded", "the provider says the task succeeded but gave "
+                                              "no video URL"]
     assert f"task {task_id} succeeded without a video" in waited.stderr
     as_json = kling("wait", task_id, "--json")
     (task,) = as_json.json_lines()
@@ -41,6 +43,18 @@ def test_success_without_a_video_is_never_a_plain_success(kling, sandbox, add_pr
     (error,) = got.json_lines()
     assert got.exit_code == 5 and error["error"]["code"] == "no_video" and error["error"]["raw"]
     assert list(tmp_path.glob("*.mp4")) == []
+
+
+def test_a_csv_row_that_succeeded_without_a_video_is_not_a_plain_success(kling, sandbox, add_profile, tmp_path):
+    profile(add_profile, sandbox, "aigw")
+    jobs = tmp_path / "jobs.csv"
+    jobs.write_text("prompt\na fox\na boat sandbox:novideo\n")
+    result = kling("submit", "t2v", "--from-csv", jobs, "--wait", "--download", tmp_path / "v")
+    assert result.exit_code == 5, result
+    lines = {line.split("\t")[0]: line.split("\t") for line in result.stdout.splitlines()}
+    assert lines["1"][2] == "succeeded" and Path(lines["1"][3]).exists()
+    assert lines["2"][2] == "succeeded" and "gave no video URL" in lines["2"][3]
+    assert "1 succeeded" in result.stderr and "1 succeeded without a video" in result.stderr
 
 
 # --- 2. AceData's top-level state ---------------------------------------------------------------------

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DATA, sandbox_stats
+from conftest import DATA, result_file, sandbox_stats
 from kling_cli.sandbox.core import ASSET
 
 TASK_FIELDS = {"id", "provider", "dialect", "profile", "kind", "model", "status", "raw_status", "progress", "videos",
@@ -76,9 +76,9 @@ def test_wait_succeeded_exits_0_and_prints_the_url(kling, kling_profile):
     task_id = submit(kling)
     result = kling("wait", task_id)
     assert result.exit_code == 0
-    identifier, status, url = result.stdout.strip().split("\t")
-    assert (identifier, status) == (task_id, "succeeded") and url.endswith(".mp4")
-    assert f"task {task_id}: succeeded" in result.stderr  # plain progress lines when stderr is not a terminal
+    identifier, status, url, label = result.stdout.rstrip("\n").split("\t")
+    assert (identifier, status, label) == (task_id, "succeeded", "a red fox") and url.endswith(".mp4")
+    assert f"task {task_id} (a red fox): succeeded" in result.stderr  # plain lines when stderr is not a terminal
     assert "\x1b[" not in result.stdout + result.stderr
 
 
@@ -116,7 +116,7 @@ def test_bad_timeout_is_refused_before_anything_is_paid(kling, kling_profile, sa
 def test_submit_wait_download_leaves_the_mp4(kling, kling_profile, tmp_path):
     result = kling("submit", "t2v", "a fox", "--download", tmp_path / "out")
     assert result.exit_code == 0, result
-    path = Path(result.stdout.strip())
+    path = result_file(result.stdout)
     assert path.parent == tmp_path / "out" and path.suffix == ".mp4"
     assert path.read_bytes() == ASSET.read_bytes()
 
@@ -270,7 +270,7 @@ def test_overlong_prompts_are_refused_before_any_request(kling, kling_profile, s
 
 def test_motion_needs_orientation_and_mode(kling, kling_profile):
     result = kling("submit", "motion", "--image", "https://x/a.png", "--video", "https://x/d.mp4")
-    assert result.exit_code == 2 and "--orientation is required" in result.stderr
+    assert result.exit_code == 2 and "--orientation and --mode are required" in result.stderr
 
 
 def test_profile_defaults_fill_unset_options(kling, kling_profile):
@@ -319,7 +319,7 @@ def test_sandbox_profile_runs_without_any_configuration(kling, tmp_path):
     result = kling("--profile", "sandbox", "submit", "t2v", "fox", "--download", tmp_path / "v")
     assert result.exit_code == 0, result
     assert result.stderr.startswith("sandbox: ")
-    assert Path(result.stdout.strip()).read_bytes() == ASSET.read_bytes()
+    assert result_file(result.stdout).read_bytes() == ASSET.read_bytes()
 
 
 def test_a_submit_answer_without_a_task_id_is_uncertain_and_journaled(kling, scripted, add_profile):

@@ -132,18 +132,18 @@ def bash_complete(*words: str, cwd: Path = REPO) -> list[str]:
 @pytest.mark.parametrize(("words", "expected"), [
     (["kling", "su"], ["submit"]),
     (["kling", ""], "ROOT_COMMANDS"),
-    (["kling", "submit", ""], ["motion", "t2v"]),
+    (["kling", "submit", ""], ["i2v", "motion", "t2v"]),
     (["kling", "submit", "t2v", "--mo"], ["--mode", "--model"]),
     (["kling", "submit", "motion", "--orientation", ""], ["image", "video"]),
     (["kling", "submit", "motion", "--mode", "p"], ["pro"]),
     (["kling", "profile", "add", "work", "--provider", "c"], ["cometapi", "custom"]),
-    (["kling", "status", "--kind", ""], ["motion", "t2v"]),
+    (["kling", "status", "--kind", ""], ["i2v", "motion", "t2v"]),
     (["kling", "pro"], ["profile"]),
     (["kling", "profile", "r"], ["remove"]),
     (["kling", "sandbox", ""], ["serve"]),
     # global options before the subcommand, and their values, are skipped
-    (["kling", "-p", "submit", "--json", "submit", ""], ["motion", "t2v"]),
-    (["kling", "-qvp", "work", "submit", ""], ["motion", "t2v"]),
+    (["kling", "-p", "submit", "--json", "submit", ""], ["i2v", "motion", "t2v"]),
+    (["kling", "-qvp", "work", "submit", ""], ["i2v", "motion", "t2v"]),
     # the value of an option is not taken for a positional word or a subcommand
     (["kling", "submit", "t2v", "--model", "x", "--mode", ""], ["pro", "std"]),
     # --opt=value: bash splits the word at '=' and replaces only what follows it
@@ -184,6 +184,20 @@ def test_bash_completes_paths(tmp_path: Path) -> None:
     assert bash_complete("kling", "submit", "motion", "--image", "vi", cwd=tmp_path) == ["vid.png", "videos"]
     assert bash_complete("kling", "profile", "add", "w", "--api-key-file", "k", cwd=tmp_path) == ["key.txt"]
     assert bash_complete("kling", "sandbox", "serve", "--state-dir", "v", cwd=tmp_path) == ["vid.png", "videos"]
+
+
+def test_bash_completes_profile_names(tmp_path: Path) -> None:
+    """`sandbox` always; the others from config.toml in $KLING_CONFIG_DIR, read at each TAB (never a kling run)."""
+    assert bash_complete("kling", "--profile", "") == ["sandbox"]  # no config file yet
+    config = Path(os.environ["KLING_CONFIG_DIR"]) / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text('default_profile = "prod"\n\n[profiles.prod]\nprovider = "kling"\n\n'
+                      '[profiles.prod.defaults]\nmode = "pro"\n\n[profiles."eu.prod"]\nprovider = "kling"\n')
+    assert bash_complete("kling", "--profile", "") == ["eu.prod", "prod", "sandbox"]
+    assert bash_complete("kling", "wait", "-p", "s") == ["sandbox"]
+    assert bash_complete("kling", "submit", "t2v", "--profile", "p") == ["prod"]
+    assert bash_complete("kling", "profile", "use", "") == ["eu.prod", "prod", "sandbox"]
+    assert bash_complete("kling", "profile", "add", "") == []  # a new name: nothing to offer
 
 
 # --- zsh and fish: structure (and real runs where they are installed) ----------------------------------

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from kling_cli.config import DEFAULT_TIMEOUT, load_config, resolve
-from kling_cli.errors import ConfigError
+from kling_cli.errors import ConfigError, UsageError
 from kling_cli.presets import SANDBOX_ACCESS_KEY
 
 SECRET = "sk-live-0123456789abcdef-SECRET"
@@ -201,7 +201,7 @@ def test_unknown_keys_warn_but_work(kling):
 def test_sandbox_profile_is_built_in(kling):
     got = resolve("sandbox")
     assert got.sandbox and got.dialect == "kling" and got.credentials.access_key == SANDBOX_ACCESS_KEY
-    with pytest.raises(ConfigError):
+    with pytest.raises(UsageError):  # a bad --dialect is a usage error: exit 2
         resolve("sandbox", dialect_flag="nonsense")
     assert kling("profile", "add", "sandbox", "--provider", "kling").exit_code == 2
 

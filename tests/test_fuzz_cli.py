@@ -66,7 +66,7 @@ URLS = ["https://x.test/me.png", "https://x.test/dance.mp4", "http://exa mple.co
         "https://x.test/cb", "http://127.0.0.1:1/cb"]
 #: values that make sense for one option, besides the hostile ones
 PLAUSIBLE = {
-    "--kind": ["t2v", "motion"], "--dialect": list(DIALECTS.values()), "--mode": ["std", "pro"],
+    "--kind": ["t2v", "i2v", "motion"], "--dialect": list(DIALECTS.values()), "--mode": ["std", "pro"],
     "--aspect-ratio": ["16:9", "9:16", "1:1"], "--orientation": ["image", "video"],
     "--timeout": ["5s", "1s", "0", "0s", "250ms", "-1s", "1e9h", "9" * 400, "1h"],
     "--interval": ["0.5", "1", "0", "nan", "inf", "1e300", "3600"],
@@ -76,6 +76,7 @@ PLAUSIBLE = {
     "--extra": ["sound=on", "a=1", "=x", "x", "k={\"a\":1}"], "--header": ["webhook-id: 1", "x", ": y"],
     "--camera-control": ['{"type":"simple","config":{"zoom":5}}', "{", "[]", "nan"],
     "--callback-url": URLS, "--base-url": URLS, "--image": ["me.png", "missing.png", *URLS[:2]],
+    "--image-tail": ["me.png", "missing.png", *URLS[:2]],
     "--video": ["d.mov", *URLS[:2]], "--external-id": ["job-1", "kc-x", "../x", "a b"],
     "--provider": ["kling", "cometapi", "ezmodel", "acedata", "aigw", "custom"], "--access-key": ["AK"],
     "--status": ["succeeded", "failed", "pending", "x"], "--prompt": PROMPTS, "--negative-prompt": PROMPTS,

@@ -69,7 +69,7 @@ def test_three_machines_share_one_journal_and_a_fourth_reruns_for_free(ace, sand
     assert_each_row_once(sandbox, ace, [tmp_path / "m3.csv"])
     for name in ("d0", "d3"):  # history and batch-status work from any machine
         env = machine(tmp_path, name, pg_url)
-        history = finish(start(["history", "-n", "1000"], env))
+        history = finish(start(["history", "--limit", "1000"], env))
         assert history[0] == 0 and len(history[1].splitlines()) == ROWS
         status = finish(start(["batch-status", "--from", tmp_path / "m0.csv"], env))
         assert status[0] == 0 and len(status[1].splitlines()) == ROWS
@@ -151,4 +151,20 @@ def test_libpq_finds_the_password_as_psql_does_and_it_is_masked_everywhere(kling
     for output in (submitted.stdout, submitted.stderr, history.stdout, history.stderr):
         assert pgserver.PASSWORD not in output
     names = [row[0] for row in query(pg_url, "SELECT name FROM _migrations ORDER BY name")]
-    assert names == ["001_submissions", "002_claims", "003_task_times", "004_timing"]  # the same named migrations as SQLite
+    assert names == ["001_submissions", "002_claims", "003_task_times", "004_uploads", "005_timing"]  # the same named migrations as SQLite
+
+
+def test_a_file_uploaded_from_one_machine_is_not_uploaded_again_from_another(kling, sandbox, add_profile, pg_url,
+                                                                              tmp_path):
+    from test_uploads import IMAGE, runs, uploader
+
+    log = tmp_path / "uploads.log"
+    add_profile("ace", sandbox.base_url("acedata"), dialect="acedata", auth="key",
+                extra=("--upload-command", uploader(sandbox, log)))
+    for n in range(2):
+        env = {"KLING_DATA_DIR": str(tmp_path / f"d{n}"), "KLING_JOURNAL": pg_url}
+        result = kling("submit", "i2v", f"a wave {n}", "--image", IMAGE, "-q", env=env)
+        assert result.exit_code == 0, result
+    assert len(runs(log)) == 1
+    ((url,),) = query(pg_url, "SELECT url FROM uploads")
+    assert {task["request"]["start_image_url"] for task in server_tasks(sandbox, "acedata")} == {url}

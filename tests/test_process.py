@@ -8,9 +8,8 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-from conftest import default_sigint
+from conftest import default_sigint, result_file
 from kling_cli import __version__
 from kling_cli.sandbox.core import ASSET
 
@@ -42,7 +41,7 @@ def test_one_process_follows_another_processes_sandbox_task(tmp_path):
     assert submitted.stderr.startswith("sandbox: ")  # even with -q: nobody mistakes it for a real video
     waited = run("--profile", "sandbox", "wait", task_id, "--download", str(tmp_path))
     assert waited.returncode == 0, waited.stderr
-    assert Path(waited.stdout.strip()).read_bytes() == ASSET.read_bytes()
+    assert result_file(waited.stdout).read_bytes() == ASSET.read_bytes()
 
 
 def test_non_terminal_output_is_plain(tmp_path):
@@ -72,7 +71,7 @@ def test_ctrl_c_exits_130_and_names_the_running_task():
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == 130
     assert f"still running remotely: {task_id}" in err
-    assert f"kling wait {task_id}" in err
+    assert f"`kling --profile sandbox wait {task_id}`" in err  # pasted in this shell, it works
 
 
 def test_sandbox_serve_for_ci(tmp_path):
@@ -85,7 +84,7 @@ def test_sandbox_serve_for_ci(tmp_path):
         env = {"KLING_PROFILE": "sandbox", "KLING_BASE_URL": urls["newapi"]}
         result = run("--dialect", "newapi", "submit", "t2v", "fox", "--download", str(tmp_path), env=env)
         assert result.returncode == 0, result.stderr
-        assert Path(result.stdout.strip()).read_bytes() == ASSET.read_bytes()
+        assert result_file(result.stdout).read_bytes() == ASSET.read_bytes()
     finally:
         server.send_signal(signal.SIGINT)
         assert server.wait(timeout=10) == 0

@@ -51,14 +51,14 @@ def test_submit_answers_the_kling_envelope_without_request_id(sandbox):
 
 
 def test_query_walks_the_kling_statuses_to_a_downloadable_video(sandbox):
-    task_id = submit(sandbox).json()["data"]["task_id"]
+    task_id = submit(sandbox, "a red fox sandbox:slow").json()["data"]["task_id"]  # 1.5 s: room for a slow machine
     first = query(sandbox, task_id).json()
     assert first["code"] == 0 and first["message"] == "SUCCEED" and isinstance(first["request_id"], str)
     assert first["data"]["task_status"] in ("submitted", "processing")
     assert first["data"]["task_result"] == {}  # {} not absent while processing (seed 004)
-    age(sandbox, task_id, 0.1)
+    age(sandbox, task_id, 0.75)  # half way: past the queued quarter, 0.75 s before the end
     assert query(sandbox, task_id).json()["data"]["task_status"] == "processing"
-    time.sleep(0.35)
+    age(sandbox, task_id, 1.5)
     done = query(sandbox, task_id).json()["data"]
     assert done["task_status"] == "succeed"
     video = done["task_result"]["videos"][0]

@@ -69,7 +69,7 @@ def _usage_error(exc: Exception, args: Sequence[str]) -> int:
         sys.stderr.write(message + "\n")
         return int(ExitCode.USAGE)
     where = context.command_path if context is not None else "kling"
-    hint = f"see `{where} --help`"
+    hint = _quote_tip(message, context, args) or f"see `{where} --help`"
     code = getattr(exc, "exit_code", int(ExitCode.USAGE))
     if "--json" in args:
         import json
@@ -78,6 +78,23 @@ def _usage_error(exc: Exception, args: Sequence[str]) -> int:
     else:
         sys.stderr.write(f"kling: error: {message}\nhint: {hint}\n")
     return code
+
+
+def _quote_tip(message: str, context, args: Sequence[str]) -> str | None:
+    """`kling submit t2v a red fox`: the shell split the prompt into words; say how to quote it."""
+    import shlex
+
+    prompt = context.params.get("prompt") if context is not None else None
+    extra = message.partition("unexpected extra argument(s) (")[2].rstrip(")").split()
+    if not isinstance(prompt, str) or not extra:
+        return None
+    words = list(args)
+    start = next((i for i, word in enumerate(words) if word == prompt and words[i + 1:i + 1 + len(extra)] == extra),
+                 None)
+    if start is None:
+        return None
+    words[start:start + 1 + len(extra)] = [" ".join([prompt, *extra])]
+    return f"a prompt of several words goes in quotes: `{shlex.join(['kling', *words])}`"
 
 
 #: options of the root command that take a value (so that value is not mistaken for a command name)

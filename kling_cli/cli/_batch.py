@@ -11,6 +11,7 @@ from kling_cli.cli._common import AppContext
 from kling_cli.cli._many import DownloadPlan, Tally, finish_downloads, record_files, start_download
 from kling_cli.errors import ExitCode, KlingError, UsageError, WaitTimeout
 from kling_cli.events import DOWNLOADED, ERROR, FOLLOWING, REQUEUED, STATUS, Event, EventLog, Stream
+from kling_cli.labels import label, row_prompt, shorten
 from kling_cli.models import Task, TaskStatus
 from kling_cli.progress import View
 from kling_cli.timing import learned_policy
@@ -33,27 +34,59 @@ def _report_problems(ctx: AppContext, opts: BatchOptions, plan: Plan) -> None:
         ctx.out.warn(f"{opts.csv_path}:{line}: {message}")
 
 
+def rerun_state(journal, profile: str, external_id: str) -> tuple[str, Any]:
+    """What a run would do with a row, by what the journal says of its external id: `new` (send it), `done`
+    (submitted before and finished: report it), `in_flight` (submitted before: follow it, send nothing),
+    `uncertain` (its answer was lost: look it up where the provider can, else hold it back)."""
+    entry = journal.find_external(profile, external_id) if journal is not None else None
+    if entry is None:
+        return "new", None
+    if entry.task_id:
+        return ("done" if entry.status in ("succeeded", "failed") else "in_flight"), entry
+    return "uncertain", entry
+
+
 def dry_run(ctx: AppContext, opts: BatchOptions) -> int:
-    """Print the resolved request of every row (inline media shown as a placeholder), send nothing."""
+    """Print the resolved request of every row (inline media shown as a placeholder), what a real run would do
+    with it by the journal, and what it would cost; send nothing."""
     from kling_cli.pricing import Totals
 
     service = ctx.service()
     totals = Totals()
+    profile = service.resolved.profile
+    journal = service.journal
+    if journal is not None and not journal.history(limit=1, profile=profile):
+        journal = None  # nothing submitted on this profile yet: every row is new
+    states = {"new": 0, "done": 0, "in_flight": 0, "uncertain": 0}
+    files: dict[str, dict[str, Any]] = {}
 
     def show(row, req, identity: str, external_id: str) -> None:
-        req.external_id = external_id
+        state, entry = rerun_state(journal, profile, external_id)
+        states[state] += 1
+        req.external_id = entry.external_id if entry is not None else external_id
         body, guess = dry_run_request(service, opts.kind, req)
-        totals.add(guess.cost)
-        ctx.out.json({"row": row.number, "line": row.line, "identity": identity, "external_id": external_id,
-                      **body})
+        if state in ("new", "uncertain"):
+            totals.add(guess.cost)
+            files.update({upload["sha256"]: upload for upload in body.get("uploads", [])})
+        ctx.out.json({"row": row.number, "line": row.line, "identity": identity, "external_id": req.external_id,
+                      "rerun": state, "task_id": entry.task_id if entry is not None else None, **body})
 
     plan = plan_rows(service, opts, on_row=show, keep=False)
     _report_problems(ctx, opts, plan)
     shard = f", {plan.out_of_shard} in other shards" if plan.out_of_shard else ""
-    ctx.out.info(f"dry run: {plan.accepted} of {plan.total} rows would be submitted{shard}, "
-                 f"{len(plan.problems)} invalid; nothing was sent")
+    if service.dialect.lookup_by_external_id:
+        lost = "looked up by external id first, sent only if it was never created"
+    elif opts.resubmit_uncertain:
+        lost = "sent again (--resubmit-uncertain): may pay twice"
+    else:
+        lost = "not sent again without --resubmit-uncertain"
+    ctx.out.info(f"dry run: {states['new']} of {plan.total} rows would be submitted; "
+                 f"{states['done']} already submitted and finished, {states['in_flight']} in flight (followed, not "
+                 f"sent again), {states['uncertain']} uncertain ({lost}){shard}, {len(plan.problems)} invalid; "
+                 "nothing was sent")
     ctx.out.info(f"estimated cost: {totals.text()}" + (" (no public price for some rows: see the README's price "
                                                        "table)" if totals.unknown else ""))
+    say_uploads(ctx, list(files.values()))
     return int(ExitCode.USAGE) if plan.problems and not opts.skip_invalid else 0
 
 
@@ -61,14 +94,29 @@ def dry_run_request(service, kind: str, req) -> tuple[dict[str, Any], Any]:
     """What a submit would send (inline media shown as a placeholder) and what it would cost."""
     from kling_cli.pricing import estimate
 
-    if getattr(req, "image", None) is not None and not req.image.is_url:
-        req.image_base64 = f"<base64 of {req.image.value}>"
+    uploads = service.upload_plan(kind, req)
+    for attr in ("image", "image_tail"):
+        ref = getattr(req, attr, None)
+        if ref is not None and not ref.is_url:
+            setattr(req, f"{attr}_base64", f"<base64 of {ref.value}>")
     wire = service.dialect.build_submit(kind, req)
     resolved = service.resolved
     guess = estimate(resolved.provider, resolved.dialect, kind, wire.json)
-    return {"kind": kind, "model": service.dialect.model_for(kind, req.model), "method": wire.method, "path": wire.path, "request": wire.json,
+    return {"kind": kind, "model": service.dialect.model_for(kind, req.model), "method": wire.method,
+            "path": wire.path, "request": wire.json,
             "estimate": {"cost": guess.cost.to_json() if guess.cost else None, "unit": guess.unit,
-                         "source": guess.source, "for": guess.what}}, guess
+                         "source": guess.source, "for": guess.what},
+            **({"uploads": uploads} if uploads else {})}, guess
+
+
+def say_uploads(ctx: AppContext, uploads: list[dict[str, Any]]) -> None:
+    """--dry-run: which local files would be uploaded, and which have a URL already (this uploader's, still
+    fresh)."""
+    from kling_cli.uploads import shown
+
+    for upload in uploads:
+        ctx.out.info(f"already uploaded: {upload['file']} -> {shown(upload['url'])}" if upload["url"] else
+                     f"would upload: {upload['file']} (sha256 {upload['sha256'][:12]}...)")
 
 
 def run_batch(ctx: AppContext, opts: BatchOptions, run: RunOptions) -> int:
@@ -94,14 +142,20 @@ def run_batch(ctx: AppContext, opts: BatchOptions, run: RunOptions) -> int:
     view = View(out, total=len(plan.rows))
     printed: set[int] = set()  # each row's line goes to stdout once, when it ends for this run
 
-    def print_row(item: Planned, state: str, detail: str, task: Task | None = None) -> None:
+    def print_row(item: Planned, state: str, detail: str, task: Task | None = None,
+                  files: list[str] | None = None) -> None:
         if item.row.number not in printed:
             printed.add(item.row.number)
-            _print_row(ctx, item, state, detail, task)
+            _print_row(ctx, item, state, detail, task, files, row_prompt(item.row.values, opts.defaults))
+
+    def downloaded(task: Task, paths: list[str]) -> None:
+        print_row(events.locate(task.id), task.status.value, "", task, paths)
 
     def show(event: Event) -> None:
         """What a person sees and a pipeline reads: the live view, a line per row on stderr, the results on stdout."""
         item = event.row
+        if item is not None and item.task_id and item.task_id not in view.labels:
+            view.labels[item.task_id] = label(item.row.number, row_prompt(item.row.values, opts.defaults))
         if event.name == STATUS and not event.ended:
             view.update(event.task)  # a poll saw it move
             return
@@ -124,14 +178,14 @@ def run_batch(ctx: AppContext, opts: BatchOptions, run: RunOptions) -> int:
             return
         if task.id in ctx.running:
             ctx.running.remove(task.id)
-        if task.status is TaskStatus.SUCCEEDED and run.download is not None:
-            start_download(ctx, task, run.download, view, tally, events)
+        if task.status is TaskStatus.SUCCEEDED and run.download is not None and not task.without_video:
+            start_download(ctx, task, run.download, view, tally, events, downloaded)
         else:
             print_row(item, task.status.value, "", task)
 
     events = Stream()
     if manifest is not None:
-        events.subscribe(lambda event: _to_manifest(manifest, event))
+        events.subscribe(lambda event: _to_manifest(manifest, event, opts.defaults))
     events.subscribe(record_files(ctx, manifest)).subscribe(show)
     log = EventLog(run.events) if run.events is not None else None
     if log is not None:
@@ -153,7 +207,8 @@ def run_batch(ctx: AppContext, opts: BatchOptions, run: RunOptions) -> int:
              f"{result.succeeded} succeeded, {result.failed} failed, {result.refused} refused, "
              f"{result.uncertain} uncertain, {len(plan.problems)} invalid"
              + (f", {plan.out_of_shard} in other shards" if plan.out_of_shard else "")
-             + (f", {result.followed} submitted by other processes" if result.followed else ""))
+             + (f", {result.followed} submitted by other processes" if result.followed else "")
+             + (f", {result.no_video} succeeded without a video" if result.no_video else ""))
     if result.budget is not None:
         budget = result.budget
         out.info(f"cost: {result.spent:g} {budget.unit} of --max-cost {budget.amount:g} {budget.unit} (reported where "
@@ -189,7 +244,7 @@ def _callbacks(opts: BatchOptions, plan: Plan) -> bool:
                                                          for item in plan.rows)
 
 
-def _to_manifest(manifest, event: Event) -> None:
+def _to_manifest(manifest, event: Event, defaults: dict[str, Any]) -> None:
     """A row's state as the batch decided it; what polls see on the way is not written."""
     from kling_cli.manifest import task_fields
 
@@ -197,7 +252,8 @@ def _to_manifest(manifest, event: Event) -> None:
     if item is None or event.name in (REQUEUED, FOLLOWING, DOWNLOADED) or (event.name == STATUS and not event.ended) \
             or (event.name == ERROR and not event.final):
         return
-    values = {"line": item.row.line, "identity": item.identity, "kind": item.kind, "external_id": item.external_id}
+    values = {"line": item.row.line, "identity": item.identity, "kind": item.kind, "external_id": item.external_id,
+              "prompt_start": shorten(row_prompt(item.row.values, defaults))}
     if event.task is not None:
         values.update(task_fields(event.task))
     else:
@@ -218,24 +274,31 @@ def _journal_lost(ctx: AppContext, result) -> int:
     return int(lost.exit_code)
 
 
-def _print_row(ctx: AppContext, item: Planned, state: str, detail: str, task: Task | None = None) -> None:
+def _print_row(ctx: AppContext, item: Planned, state: str, detail: str, task: Task | None,
+               files: list[str] | None, prompt: str) -> None:
+    """`ROW<TAB>TASK ID<TAB>STATUS<TAB>RESULT<TAB>PROMPT START` whatever the outcome: RESULT is the video URL
+    (the downloaded files with --download) or the reason (JSON: the task with row, line, identity, files)."""
     out = ctx.out
     if out.json_mode:
         body: dict[str, Any] = task.to_json(raw=out.raw) if task else {"id": item.task_id, "status": state}
         body.update({"row": item.row.number, "line": item.row.line, "identity": item.identity,
                      "external_id": item.external_id})
+        if files is not None:
+            body["files"] = files
         if task is None and detail and state in ("refused", "uncertain", "error"):
             body["error"] = {"code": state, "message": detail}
         out.json(body)
         return
-    outcome = ""
-    if task is not None:
-        from kling_cli.render import outcome_text
+    from kling_cli.render import one_line, outcome_text
 
-        outcome = outcome_text(task)
+    result = ""
+    if files:
+        result = " ".join(files)
+    elif task is not None:
+        result = outcome_text(task)
     elif state in ("refused", "uncertain", "error"):
-        outcome = detail
-    out.data("\t".join(p for p in (str(item.row.number), item.task_id or "-", state, outcome) if p is not None))
+        result = one_line(detail)
+    out.data("\t".join((str(item.row.number), item.task_id or "-", state, result, shorten(prompt))))
 
 
 def batch_options(kind: str, csv_path: Path, defaults: dict[str, Any], *, extra_columns: bool, skip_invalid: bool,

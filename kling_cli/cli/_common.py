@@ -102,7 +102,14 @@ class AppContext:
         self.out = Output(json_mode=opts.json, quiet=opts.quiet, verbose=opts.verbose, no_color=opts.no_color,
                           raw=opts.raw)
         self._resolved = None
+        self._config = None
         self._service = None
+        self._journal = None
+        self._journal_failed = False
+        #: (profile, dialect) the followed tasks were submitted with, from the journal
+        self._journal_place: tuple[str, str] | None = None
+        #: journal entries of the tasks this run follows, by task id
+        self.entries: dict[str, Any] = {}
         #: ids of tasks that keep running remotely if this run is interrupted
         self.running: list[str] = []
         #: the external id of a submit whose answer has not come back yet
@@ -118,9 +125,22 @@ class AppContext:
 
     def resolved(self):
         if self._resolved is None:
-            from kling_cli.config import resolve
+            from kling_cli.config import load_config, resolve
+            from kling_cli.presets import SANDBOX_PROFILE
 
-            self._resolved = resolve(self.opts.profile, dialect_flag=self.opts.dialect, warn=self.out.warn)
+            self._config = config = load_config(warn=self.out.warn)
+            profile, dialect, place = self.opts.profile, self.opts.dialect, self._journal_place
+            from_journal = []
+            if place is not None and (place[0] == SANDBOX_PROFILE or place[0] in config.profiles):
+                if profile is None:
+                    profile = place[0]
+                    from_journal.append("profile")
+                if profile == place[0] == SANDBOX_PROFILE and dialect is None:
+                    dialect = place[1]
+                    from_journal.append("dialect")
+            self._resolved = resolve(profile, dialect_flag=dialect, config=config, warn=self.out.warn)
+            for key in from_journal:
+                self._resolved.sources[key] = "from the journal: the task was submitted with it"
             self.out.secrets.extend(self._resolved.credentials.secrets())
             for line in self._resolved.explain():
                 self.out.debug(line)
@@ -138,6 +158,61 @@ class AppContext:
         self.out.debug(f"journal: {masked(spec)}")
         return spec
 
+    def suggest(self, *words: str) -> str:
+        """A `kling` command line to paste in this shell: the profile (and the sandbox's dialect) are named
+        when this shell would not pick them by itself."""
+        line = ["kling"]
+        resolved, config = self._resolved, self._config
+        if resolved is not None and config is not None:
+            from kling_cli.config import DEFAULT_SANDBOX_DIALECT
+
+            if resolved.profile != (os.environ.get(envvars.PROFILE) or config.default_profile):
+                line += ["--profile", resolved.profile]
+            if resolved.sandbox and resolved.dialect != config.sandbox.get("dialect", DEFAULT_SANDBOX_DIALECT):
+                line += ["--dialect", resolved.dialect]
+        import shlex
+
+        return shlex.join(line + [str(word) for word in words])
+
+    def follow(self, task_ids: list[str]) -> dict[str, Any]:
+        """What the journal knows of these tasks (those this machine submitted), by id. Unless --profile
+        names one, the profile (and sandbox dialect) they were submitted with is the one used."""
+        journal = self.journal()
+        if journal is None:
+            return {}
+        try:
+            for task_id in task_ids:
+                entry = journal.find_task(task_id)
+                if entry is not None:
+                    self.entries[task_id] = entry
+        except Exception as exc:  # reading the journal is best-effort
+            self.out.warn(f"journal: cannot read it ({exc}); going on without it")
+            return {}
+        places: dict[tuple[str, str], int] = {}
+        for entry in self.entries.values():
+            places[(entry.profile, entry.dialect)] = places.get((entry.profile, entry.dialect), 0) + 1
+        if len(places) > 1 and self.opts.profile is None:
+            listed = ", ".join(f"{n} on profile {p} ({d} dialect)" for (p, d), n in places.items())
+            raise UsageError(f"these tasks were submitted with different profiles: {listed}",
+                             hint="follow one profile's tasks at a time, naming it with --profile (and --dialect "
+                             "for the sandbox)")
+        if len(places) == 1:
+            (self._journal_place,) = places
+        return self.entries
+
+    def entry(self, task_id: str):
+        """The journal's entry for a task, if this machine submitted it (best-effort)."""
+        if task_id not in self.entries:
+            journal = self.journal()
+            try:
+                found = journal.find_task(task_id) if journal is not None else None
+            except Exception:
+                found = None
+            if found is None:
+                return None
+            self.entries[task_id] = found
+        return self.entries[task_id]
+
     def journal(self, *, required: bool = False):
         """The journal, or None when it is turned off. Opening it may fail: fatal before a submit (its intent
         must be recorded first), a warning anywhere else."""
@@ -148,15 +223,20 @@ class AppContext:
                 self.out.warn("journal off: a lost answer cannot be reconciled, and a rerun of a CSV batch cannot "
                               "tell which rows were already paid for")
             return None
+        if self._journal is not None:
+            return self._journal
+        if self._journal_failed and not required:
+            return None
         from kling_cli.journal import JournalError, open_journal
 
         try:
-            return open_journal(self.journal_spec())
+            self._journal = open_journal(self.journal_spec())
         except JournalError as exc:
             if required:
                 raise JournalError(f"{exc.message}; nothing was sent", hint=exc.hint) from None
             self.out.warn(f"journal: {exc.message}; going on without it")
-            return None
+            self._journal_failed = True
+        return self._journal
 
     def service(self, *, journal_required: bool = False):
         if self._service is None:
@@ -167,8 +247,14 @@ class AppContext:
         return self._service
 
     def close(self) -> None:
+        if self.out.ephemeral_printed:
+            self.out.info("sandbox: the video URLs above are served by this kling process and stop working when it "
+                          f"exits; `{self.suggest('download', 'ID')}` fetches a video later (the sandbox of "
+                          "kling sandbox serve keeps its URLs while it runs)")
         if self._service is not None:
-            self._service.close()
+            self._service.close()  # and the journal it was given
+        elif self._journal is not None:
+            self._journal.close()
 
 
 def run_guarded(ctx: AppContext, body: Callable[[], Any]) -> Any:
@@ -187,7 +273,7 @@ def run_guarded(ctx: AppContext, body: Callable[[], Any]) -> Any:
                               "submitting again", extra={"external_id": ctx.submitting, "task_ids": ids})
         elif ids:
             err = Interrupted(f"interrupted; still running remotely: {' '.join(ids)}",
-                              hint=f"follow up with `kling wait {' '.join(ids)}`", extra={"task_ids": ids})
+                              hint=f"follow up with `{ctx.suggest('wait', *ids)}`", extra={"task_ids": ids})
         else:
             err = Interrupted("interrupted")
         ctx.out.error(err)

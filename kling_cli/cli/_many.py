@@ -1,8 +1,9 @@
 """Waiting for and downloading many tasks: shared by `wait`, `download` and `submit --wait`.
 
 The poll loop runs in the main thread; queries and downloads run on worker threads. Results are printed
-on stdout as they come (a task when it finishes, or its files once downloaded), so a pipeline can consume
-them while the rest is still running.
+on stdout as they come (a task when it finishes, or once its files are downloaded), so a pipeline can
+consume them while the rest is still running. Each command has one line format whatever the outcome:
+`wait` prints `ID<TAB>STATUS<TAB>URL, FILES OR REASON<TAB>LABEL`, `download` one path per file.
 """
 
 from __future__ import annotations
@@ -58,8 +59,8 @@ class Tally:
         return int(self.errors[0].exit_code) if self.errors else 0
 
 
-def _report_failure(ctx: AppContext, task: Task, tally: Tally) -> None:
-    ctx.out.task(task)
+def _report_failure(ctx: AppContext, task: Task, tally: Tally, label: str = "") -> None:
+    ctx.out.task(task, label=label)
     reason = task.error.message if task.error else "no reason given"
     error = TaskFailed(f"task {task.id} failed: {reason}", extra={"task_ids": [task.id]})
     if not ctx.out.json_mode:
@@ -80,22 +81,41 @@ def record_files(ctx: AppContext, manifest: Manifest | None) -> Callable[[Event]
     return record
 
 
-def _report_no_video(ctx: AppContext, task: Task, tally: Tally) -> None:
+def _report_no_video(ctx: AppContext, task: Task, tally: Tally, label: str = "") -> None:
     error = NoVideo.of(task.id, task.raw)
-    if ctx.out.json_mode:
-        ctx.out.task(task, raw=True)  # the task, its no_video error and the provider's payload, on one line
-    else:
+    # the task, its no_video error (and with --json the provider's payload) on one line
+    ctx.out.task(task, raw=ctx.out.json_mode, label=label)
+    if not ctx.out.json_mode:
         ctx.out.error(error)
     tally.errors.append(error)
 
 
-def start_download(ctx: AppContext, task: Task, plan: DownloadPlan, view: View, tally: Tally,
-                   events: Stream) -> None:
-    """Download every video of a succeeded task on the worker pool; print its files when they are in."""
+#: prints a finished task: (task, the paths written, or None when nothing was to be downloaded)
+Report = Callable[[Task, "list[str] | None"], None]
+
+
+def print_paths(ctx: AppContext) -> Report:
+    """`download`'s stdout: each file's path (with --json, the task with its files)."""
+    def report(task: Task, paths: list[str] | None) -> None:
+        if ctx.out.json_mode:
+            ctx.out.task(task, files=paths)
+        else:
+            for path in paths or []:
+                ctx.out.data(path)
+
+    return report
+
+
+def start_download(ctx: AppContext, task: Task, plan: DownloadPlan, view: View, tally: Tally, events: Stream,
+                   report: Report) -> None:
+    """Download every video of a succeeded task on the worker pool; `report` it once its files are in."""
     service = ctx.service()
     downloader = service.downloader
 
     def job() -> None:
+        if task.request is None:  # the sidecar says what was asked for, where this machine knows it
+            entry = ctx.entry(task.id)
+            task.request = entry.request if entry is not None else None
         paths = []
         for index, video in enumerate(task.videos):
             if not video.url:
@@ -113,10 +133,8 @@ def start_download(ctx: AppContext, task: Task, plan: DownloadPlan, view: View, 
                 ctx.out.info(f"{done.path} is already complete, skipped (use --force to download again)")
             else:
                 ctx.out.info(f"downloaded {done.path} ({done.size} bytes, sha256 {done.sha256[:12]}...)")
-            if not ctx.out.json_mode:
-                ctx.out.data(str(done.path))
-        if ctx.out.json_mode and not plan.to_stdout:
-            ctx.out.task(task, files=paths)
+        if not plan.to_stdout:
+            report(task, paths)
 
     tally.downloads.append(service.download_pool.submit(job))
 
@@ -142,12 +160,16 @@ def wait_many(
     fail_fast: bool = False,
     manifest: Manifest | None = None,
     events_log: Path | None = None,
+    labels: dict[str, str] | None = None,
 ) -> int:
     service = ctx.service()
     out = ctx.out
     ctx.running[:] = [ref.id for ref in refs]
     tally = Tally()
-    view = View(out, [ref.id for ref in refs])
+    view = View(out, [ref.id for ref in refs], labels=labels)
+
+    def report(task: Task, paths: list[str] | None) -> None:
+        out.task(task, files=paths, label=view.labels.get(task.id, ""))
 
     def show(event: Event) -> None:
         """The live view, each finished task on stdout (or its download started), and what went wrong."""
@@ -169,19 +191,19 @@ def wait_many(
         if task.id in ctx.running:
             ctx.running.remove(task.id)
         if task.status is TaskStatus.FAILED:
-            _report_failure(ctx, task, tally)
+            _report_failure(ctx, task, tally, view.labels.get(task.id, ""))
         elif task.without_video:
-            _report_no_video(ctx, task, tally)
+            _report_no_video(ctx, task, tally, view.labels.get(task.id, ""))
         elif download is not None:
             try:
-                Downloader.check_ready(task, str(download.out_dir))
+                Downloader.check_ready(task, str(download.out_dir), suggest=ctx.suggest)
             except KlingError as exc:
                 out.error(exc)
                 tally.errors.append(exc)
                 return
-            start_download(ctx, task, download, view, tally, events)
+            start_download(ctx, task, download, view, tally, events, report)
         else:
-            out.task(task)
+            report(task, None)
 
     events = Stream().subscribe(record_files(ctx, manifest)).subscribe(show)
     log = EventLog(events_log) if events_log is not None else None
@@ -206,12 +228,19 @@ def wait_many(
             log.close()
     if len(refs) > 1:
         out.info(summary_line(view.counts()))
+    elif view.live_mode and not out.shared_terminal:
+        # the live display is gone and the result went elsewhere: leave the outcome on screen
+        line = view.final_line(refs[0].id)
+        if line:
+            out.info(line)
     if outcome.timed_out and outcome.pending:
         ids = " ".join(outcome.pending)
-        which = f"task {ids} is" if len(outcome.pending) == 1 else f"{len(outcome.pending)} tasks are"
-        listed = "" if len(outcome.pending) == 1 else f": {ids}"
+        one = len(outcome.pending) == 1
+        which = f"task {ids} is" if one else f"{len(outcome.pending)} tasks are"
+        listed = "" if one else f": {ids}"
         error = WaitTimeout(f"{which} still running after {format_duration(timeout)}{listed}",
-                            hint=f"they keep running remotely; wait again with `kling wait {ids}`",
+                            hint=f"{'it keeps' if one else 'they keep'} running remotely; wait again with "
+                            f"`{ctx.suggest('wait', *outcome.pending)}`",
                             extra={"task_ids": outcome.pending})
         out.error(error)
         return int(ExitCode.TIMEOUT)
@@ -234,7 +263,7 @@ def download_many(ctx: AppContext, refs: list[TaskRef], plan: DownloadPlan, mani
             if isinstance(result, KlingError):
                 raise result
             assert result is not None
-            Downloader.check_ready(result, str(plan.out_dir))
+            Downloader.check_ready(result, str(plan.out_dir), suggest=ctx.suggest)
             ready.append(result)
         except KlingError as exc:
             out.error(exc)
@@ -244,7 +273,7 @@ def download_many(ctx: AppContext, refs: list[TaskRef], plan: DownloadPlan, mani
     events = Stream().subscribe(record_files(ctx, manifest))
     with View(out) as view:
         for task in ready:
-            start_download(ctx, task, plan, view, tally, events)
+            start_download(ctx, task, plan, view, tally, events, print_paths(ctx))
         finish_downloads(ctx, tally)
     if len(refs) > 1 or tally.skipped:
         out.info(f"{tally.files} downloaded, {tally.skipped} already complete, {len(tally.errors)} failed")

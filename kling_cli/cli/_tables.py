@@ -1,4 +1,4 @@
-"""The `batch-status` table: aligned columns on a terminal, tab-separated lines otherwise, JSON with --json."""
+"""The `batch-status` lines: tab-separated wherever stdout goes (on a terminal too), JSON with --json."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ from datetime import datetime, timezone
 
 from kling_cli.errors import KlingError
 from kling_cli.models import Task
-from kling_cli.render import Output, outcome_text, paint
+from kling_cli.render import Output, outcome_text
 from kling_cli.taskrefs import TaskRef
 from kling_cli.waiting import format_duration
 
-HEADER = ("ID", "KIND", "STATUS", "PROGRESS", "AGE", "VIDEO OR REASON")
+HEADER = ("ID", "KIND", "STATUS", "PROGRESS", "AGE", "VIDEO OR REASON", "LABEL")
 
 
 def _age(created_at: str | None) -> str:
@@ -23,14 +23,16 @@ def _age(created_at: str | None) -> str:
     return format_duration(max(0.0, (datetime.now(timezone.utc) - created).total_seconds()))
 
 
-def _row(ref: TaskRef, result: Task | KlingError) -> tuple[str, ...]:
+def _row(ref: TaskRef, result: Task | KlingError, label: str) -> tuple[str, ...]:
     if isinstance(result, KlingError):
-        return (ref.id, ref.kind or "", "error", "", "", result.message)
+        return (ref.id, ref.kind or "", "error", "", "", result.message, label)
     progress = f"{result.progress:.0%}" if result.progress is not None else ""
-    return (result.id, result.kind, result.status.value, progress, _age(result.created_at), outcome_text(result))
+    return (result.id, result.kind, result.status.value, progress, _age(result.created_at), outcome_text(result),
+            label)
 
 
-def print_status_table(out: Output, refs: list[TaskRef], results: dict[str, Task | KlingError]) -> None:
+def print_status_table(out: Output, refs: list[TaskRef], results: dict[str, Task | KlingError],
+                       labels: dict[str, str]) -> None:
     if out.json_mode:
         for ref in refs:
             result = results[ref.id]
@@ -41,15 +43,7 @@ def print_status_table(out: Output, refs: list[TaskRef], results: dict[str, Task
             else:
                 out.json(result.to_json(raw=out.raw))
         return
-    rows = [_row(ref, results[ref.id]) for ref in refs]
-    if not out.stdout_tty:
-        for row in rows:
-            out.data("\t".join(row))
-        return
-    widths = [max(len(r[i]) for r in [HEADER, *rows]) for i in range(len(HEADER) - 1)]
-    color = out.stdout_color
-    out.data("  ".join(h.ljust(w) for h, w in zip(HEADER, widths)) + "  " + HEADER[-1])
-    for row in rows:
-        cells = [cell.ljust(width) for cell, width in zip(row, widths)]
-        cells[2] = paint(cells[2], row[2], color)
-        out.data("  ".join(cells) + "  " + row[-1])
+    if out.stdout_tty:  # the column names, for the person reading; a pipe gets the lines only
+        out.info("\t".join(HEADER))
+    for ref in refs:
+        out.data("\t".join(_row(ref, results[ref.id], labels.get(ref.id, ""))))

@@ -71,8 +71,11 @@ def callback_verify(
     from kling_cli.callbacks import InvalidCallback, read_callback
 
     if ctx.stdin_is_tty:
-        raise UsageError("pipe the callback body in on stdin", hint="kling callback verify < body.json")
+        raise UsageError("pipe the callback body in on stdin", hint="`kling callback verify < FILE`")
     body = sys.stdin.buffer.read()
+    if not body.strip():  # nothing to check: not a question of keys
+        raise UsageError("the callback body on stdin is empty",
+                         hint="pipe in the body the provider POSTed: `kling callback verify < FILE`")
     headers = _headers(header)
     api_key, secret = _keys(ctx, webhook_secret_file)
     try:

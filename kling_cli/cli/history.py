@@ -13,7 +13,8 @@ from kling_cli.cli._common import AppContext, command
 @command(app, "history", journal_option=True)
 def history(
     ctx: AppContext,
-    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=100_000, help="How many entries.")] = 20,
+    # no -n: in `submit`, -n is --dry-run
+    limit: Annotated[int, typer.Option("--limit", min=1, max=100_000, help="How many entries.")] = 20,
     status: Annotated[Optional[str], typer.Option("--status", help="Only entries with this status (queued, "
                                                   "running, succeeded, failed) or journal state (pending, "
                                                   "submitted, refused, uncertain).", show_default=False)] = None,

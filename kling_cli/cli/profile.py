@@ -16,6 +16,8 @@ from kling_cli.presets import DIALECTS, PRESETS, SANDBOX_PROFILE
 ProviderChoice = Enum("ProviderChoice", {name: name for name in PRESETS}, type=str)  # type: ignore[misc]
 DialectChoice = Enum("DialectChoice", {name: name for name in DIALECTS}, type=str)  # type: ignore[misc]
 NameArg = Annotated[str, typer.Argument(metavar="NAME", help="Profile name.", show_default=False)]
+#: an existing profile (completed with the profile names)
+ProfileArg = Annotated[str, typer.Argument(metavar="PROFILE", help="Profile name.", show_default=False)]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -46,14 +48,14 @@ def _describe(name: str, config, stored: dict[str, Any]) -> dict[str, Any]:
         "provider": profile.provider,
         "dialect": profile.effective_dialect,
         "base_url": profile.base_url or preset.base_url,
-        "credentials": creds.describe() if creds is not None and creds.usable else None,
+        "credentials": _credentials(config, profile, creds),
         "webhook_secret": mask(creds.webhook_secret) if creds is not None and creds.webhook_secret else None,
         "default": config.default_profile == name,
         "builtin": False,
     }
     if profile.api_key_env:
         body["api_key_env"] = profile.api_key_env
-    for key in ("timeout", "retries"):
+    for key in ("timeout", "retries", "upload_command", "upload_ttl"):
         if getattr(profile, key) is not None:
             body[key] = getattr(profile, key)
     if profile.defaults:
@@ -61,6 +63,20 @@ def _describe(name: str, config, stored: dict[str, Any]) -> dict[str, Any]:
     if profile.options:
         body["options"] = dict(profile.options)
     return body
+
+
+def _credentials(config, profile, stored) -> str | None:
+    """The key a run of this profile would use, and where it comes from (an environment variable says which)."""
+    import os
+
+    from kling_cli.config import profile_credentials
+
+    try:
+        used = profile_credentials(config, profile, os.environ, lambda _m: None)
+    except ConfigError:
+        return f"none (${profile.api_key_env} is not set)" if profile.api_key_env else None
+    from_file = stored is not None and used.source == stored.source
+    return used.describe() if from_file else f"{used.describe()} {used.source}"
 
 
 @command(profile_app, "add")
@@ -92,6 +108,13 @@ def profile_add(
                                                      "HTTP request, 0.1-3600.", show_default=False)] = None,
     retries: Annotated[Optional[int], typer.Option("--retries", callback=rule("retries"), help="Retries of a "
                                                    "failed request, 0-10.", show_default=False)] = None,
+    upload_command: Annotated[Optional[str], typer.Option(
+        "--upload-command", metavar="TEMPLATE", callback=rule("upload_command"), help="Uploader for local files the "
+        "provider takes as URLs only: a command that prints the file's public URL; {path}, {name}, {sha256} and "
+        "{ext} are filled in (see the README, 'Local files').", show_default=False)] = None,
+    upload_ttl: Annotated[Optional[str], typer.Option(
+        "--upload-ttl", metavar="DURATION", callback=rule("upload_ttl"), help="How long the uploader's URLs stay "
+        "valid (presigned URLs), e.g. 6d or 12h; an older one is uploaded again.", show_default=False)] = None,
     default: Annotated[bool, typer.Option("--default", help="Make it the default profile.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing profile of that name.")] = False,
 ) -> int:
@@ -148,6 +171,8 @@ def profile_add(
         api_key_env=api_key_env or (old.api_key_env if old else None),
         timeout=timeout if timeout is not None else (old.timeout if old else None),
         retries=retries if retries is not None else (old.retries if old else None),
+        upload_command=upload_command or (old.upload_command if old else None),
+        upload_ttl=upload_ttl if upload_ttl is not None else (old.upload_ttl if old else None),
         defaults=dict(old.defaults) if old else {},
         options=dict(old.options) if old else {},
     )
@@ -182,7 +207,7 @@ def profile_list(ctx: AppContext) -> int:
     table = [("", "NAME", "PROVIDER", "DIALECT", "BASE URL", "CREDENTIALS")]
     for row in rows:
         table.append(("*" if row["default"] else "", row["name"], row["provider"], row["dialect"],
-                      row["base_url"] or "(built in)", row["credentials"] or "(none stored)"))
+                      row["base_url"] or "(built in)", row["credentials"] or "(none)"))
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     for row in table:
         ctx.out.data("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
@@ -190,7 +215,7 @@ def profile_list(ctx: AppContext) -> int:
 
 
 @command(profile_app, "show")
-def profile_show(ctx: AppContext, name: NameArg) -> int:
+def profile_show(ctx: AppContext, name: ProfileArg) -> int:
     """Show one profile, secrets masked.
 
     Example: kling profile show prod
@@ -210,7 +235,7 @@ def profile_show(ctx: AppContext, name: NameArg) -> int:
 
 
 @command(profile_app, "use")
-def profile_use(ctx: AppContext, name: NameArg) -> int:
+def profile_use(ctx: AppContext, name: ProfileArg) -> int:
     """Make a profile the default.
 
     Example: kling profile use prod
@@ -225,7 +250,7 @@ def profile_use(ctx: AppContext, name: NameArg) -> int:
 
 
 @command(profile_app, "remove")
-def profile_remove(ctx: AppContext, name: NameArg) -> int:
+def profile_remove(ctx: AppContext, name: ProfileArg) -> int:
     """Remove a profile and its stored secrets.
 
     Example: kling profile remove old

@@ -1,4 +1,4 @@
-"""`kling submit t2v` and `kling submit motion`."""
+"""`kling submit t2v`, `kling submit i2v` and `kling submit motion`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import typer
 
 from kling_cli.cli._app import submit_app
 from kling_cli.cli._common import AppContext, command, rule
-from kling_cli.errors import UsageError
+from kling_cli.errors import KlingError, UsageError
 
 
 class Mode(str, Enum):
@@ -50,12 +50,25 @@ ExtraOpt = Annotated[Optional[list[str]], typer.Option(
     "parsed as JSON when it parses).", show_default=False)]
 WaitOpt = Annotated[bool, typer.Option("--wait", help="Wait for the task to finish.")]
 TimeoutOpt = Annotated[str, typer.Option("--timeout", help="With --wait: give up waiting after this long (90s, "
-                                         "20m, 1h); the task keeps running.")]
+                                         "20m, 1h30m; more than 0); the task keeps running.")]
 IntervalOpt = Annotated[Optional[float], typer.Option("--interval", callback=rule("poll_interval"), help="Poll every "
                                                       "S seconds, 0.5-3600 (default: 2 s growing to 30 s).",
                                                       show_default=False)]
 DownloadOpt = Annotated[Optional[Path], typer.Option("--download", metavar="DIR", help="Wait, then download the "
                                                      "videos into DIR.", show_default=False)]
+
+
+DurationOpt = Annotated[Optional[int], typer.Option("--duration", help="Seconds: 5 or 10 (3-15 on kling-v3).",
+                                                   show_default=False)]
+NegativePromptOpt = Annotated[Optional[str], typer.Option("--negative-prompt", help="What to avoid.",
+                                                          show_default=False)]
+CfgScaleOpt = Annotated[Optional[float], typer.Option("--cfg-scale", help="Prompt adherence, 0-1 (not on kling-v2.x).",
+                                                      show_default=False)]
+CameraOpt = Annotated[Optional[str], typer.Option("--camera-control", metavar="JSON", help="Camera movement, as "
+                                                  "Kling's camera_control object.", show_default=False)]
+#: how --help marks them: with --from-csv a column stands in, and a profile may give orientation and mode
+_REQUIRED = "  [required]"
+_REQUIRED_OR_PROFILE = "  [required unless the profile has a default]"
 
 
 def parse_extra(items: list[str] | None) -> dict[str, Any]:
@@ -120,6 +133,9 @@ DEFAULT_MAX_IN_FLIGHT = "5"
 _PROFILE_DEFAULTS = {
     "t2v": {"model": "model", "mode": "mode", "duration": "duration", "aspect_ratio": "aspect_ratio",
             "negative_prompt": "negative_prompt", "cfg_scale": "cfg_scale", "callback_url": "callback_url"},
+    # not aspect_ratio: most providers take none for image to video (the video takes the image's)
+    "i2v": {"i2v_model": "model", "mode": "mode", "duration": "duration", "negative_prompt": "negative_prompt",
+            "cfg_scale": "cfg_scale", "callback_url": "callback_url"},
     "motion": {"motion_model": "model", "mode": "mode", "orientation": "orientation", "keep_sound": "keep_sound",
                "callback_url": "callback_url"},
 }
@@ -201,12 +217,13 @@ def _run(ctx: AppContext, kind: str, fields: dict[str, Any], batch: _Batch, foll
 
 def _dry_run(ctx: AppContext, kind: str, req: Any) -> int:
     """The request a submit would send, and its estimated cost; nothing is sent."""
-    from kling_cli.cli._batch import dry_run_request
+    from kling_cli.cli._batch import dry_run_request, say_uploads
 
     service = ctx.service()
     service.preflight(kind, req)
     body, guess = dry_run_request(service, kind, req)
     ctx.out.json(body)
+    say_uploads(ctx, body.get("uploads", []))
     ctx.out.info(f"dry run: nothing was sent; estimated cost: {guess.text()}")
     return 0
 
@@ -216,6 +233,7 @@ def _submit(ctx: AppContext, kind: str, req: Any, follow: _Follow, deadline: flo
 
     service = ctx.service(journal_required=True)
     service.preflight(kind, req)
+    service.upload_media(kind, req)  # checked first: nothing is uploaded that Kling would refuse
     given = req.external_id
     req.external_id = req.external_id or new_external_id()
     ctx.submitting = req.external_id  # named if Ctrl-C lands while the answer is awaited
@@ -234,34 +252,33 @@ def _submit(ctx: AppContext, kind: str, req: Any, follow: _Follow, deadline: flo
             ctx.out.task(task)
         else:
             ctx.out.data(task.id)
-            ctx.out.info(f"follow it with: kling wait {task.id}")
+            ctx.out.info(f"follow it with: `{ctx.suggest('wait', task.id)}`")
         return 0
     from kling_cli.cli._many import DownloadPlan, wait_many
+    from kling_cli.labels import label
     from kling_cli.taskrefs import TaskRef
 
     plan = DownloadPlan(follow.download) if follow.download is not None else None
-    return wait_many(ctx, [TaskRef(task.id, kind)], timeout=deadline, interval=follow.interval, download=plan)
+    labels = {task.id: label(None, req.prompt)} if req.prompt else {}
+    return wait_many(ctx, [TaskRef(task.id, kind)], timeout=deadline, interval=follow.interval, download=plan,
+                     labels=labels)
 
 
 @command(submit_app, "t2v", task_options=True, groups=_GROUPS)
 def submit_t2v(
     ctx: AppContext,
     prompt: Annotated[Optional[str], typer.Argument(help="What the video shows (at most 2500 characters; 500 on "
-                                                    "CometAPI).", show_default=False)] = None,
+                                                    "CometAPI), in quotes.  [required unless --from-csv]",
+                                                    show_default=False)] = None,
     model: ModelOpt = None,
     mode: ModeOpt = None,
-    duration: Annotated[Optional[int], typer.Option("--duration", help="Seconds: 5 or 10 (3-15 on kling-v3).",
-                                                    show_default=False)] = None,
+    duration: DurationOpt = None,
     aspect_ratio: Annotated[Optional[AspectRatio], typer.Option("--aspect-ratio", help="16:9, 9:16 or 1:1; "
                                                                 "CometAPI also takes 4:3, 3:4, 3:2, 2:3.",
                                                                 show_default=False)] = None,
-    negative_prompt: Annotated[Optional[str], typer.Option("--negative-prompt", help="What to avoid.",
-                                                           show_default=False)] = None,
-    cfg_scale: Annotated[Optional[float], typer.Option("--cfg-scale", help="Prompt adherence, 0-1 (not on "
-                                                       "kling-v2.x).", show_default=False)] = None,
-    camera_control: Annotated[Optional[str], typer.Option("--camera-control", metavar="JSON", help="Camera "
-                                                          "movement, as Kling's camera_control object.",
-                                                          show_default=False)] = None,
+    negative_prompt: NegativePromptOpt = None,
+    cfg_scale: CfgScaleOpt = None,
+    camera_control: CameraOpt = None,
     callback_url: CallbackOpt = None,
     external_id: ExternalIdOpt = None,
     extra: ExtraOpt = None,
@@ -276,8 +293,13 @@ def submit_t2v(
     from kling_cli.models import T2VRequest
 
     if (prompt is None) == (batch.from_csv is None):
-        raise UsageError("give either a PROMPT or --from-csv FILE", hint='kling submit t2v "a red fox" or '
-                         "kling submit t2v --from-csv jobs.csv")
+        try:
+            ctx.resolved()  # so that the examples name the profile where this shell needs it
+        except KlingError:
+            pass
+        raise UsageError("give either a PROMPT or --from-csv FILE",
+                         hint=f"`{ctx.suggest('submit', 't2v', 'a red fox')}` or "
+                         f"`{ctx.suggest('submit', 't2v', '--from-csv', 'FILE')}`")
     if prompt is not None:
         _flag("prompt", prompt, label="PROMPT")
     if external_id is not None:
@@ -299,10 +321,68 @@ def submit_t2v(
     return _run(ctx, "t2v", fields, batch, follow, build)
 
 
+@command(submit_app, "i2v", task_options=True, groups=_GROUPS)
+def submit_i2v(
+    ctx: AppContext,
+    prompt: Annotated[Optional[str], typer.Argument(help="What happens in the video (optional on most providers; "
+                                                    "ezmodel and AceData require one).", show_default=False)] = None,
+    image: Annotated[Optional[str], typer.Option("--image", metavar="PATH|URL", help="The first frame: a jpg/png "
+                                                 "file or URL (<= 10 MB, >= 300 px, aspect 1:2.5-2.5:1)." + _REQUIRED,
+                                                 show_default=False)] = None,
+    image_tail: Annotated[Optional[str], typer.Option("--image-tail", metavar="PATH|URL", help="The last frame "
+                                                      "(same rules); not with --camera-control.",
+                                                      show_default=False)] = None,
+    model: ModelOpt = None,
+    mode: ModeOpt = None,
+    duration: DurationOpt = None,
+    aspect_ratio: Annotated[Optional[AspectRatio], typer.Option("--aspect-ratio", help="Where the provider takes "
+                                                                "one (AceData); elsewhere the video takes the "
+                                                                "image's.", show_default=False)] = None,
+    negative_prompt: NegativePromptOpt = None,
+    cfg_scale: CfgScaleOpt = None,
+    camera_control: CameraOpt = None,
+    callback_url: CallbackOpt = None,
+    external_id: ExternalIdOpt = None,
+    extra: ExtraOpt = None,
+    *,
+    follow: _Follow,
+    batch: _Batch,
+) -> int:
+    """Submit an image-to-video task (the image is the first frame), or one per row of a CSV file.
+
+    --image is required; with --from-csv, an image column may give it instead.
+
+    Example: kling submit i2v --image me.png "she turns and smiles" --image-tail end.png --wait --download videos
+    """
+    from kling_cli.models import I2VRequest
+
+    if prompt is not None and batch.from_csv is not None:
+        raise UsageError("give either a PROMPT or --from-csv FILE (with a prompt column)",
+                         hint=f"`{ctx.suggest('submit', 'i2v', '--from-csv', 'FILE')}`")
+    if prompt is not None:
+        _flag("prompt", prompt, label="PROMPT")
+    if external_id is not None:
+        _flag("external_id", external_id)
+    if external_id and batch.from_csv:
+        raise UsageError("--external-id names one task: with --from-csv use an external_id column")
+    fields = {"image": image, "image_tail": image_tail, "prompt": prompt, "model": model,
+              "mode": mode.value if mode else None, "duration": duration,
+              "aspect_ratio": aspect_ratio.value if aspect_ratio else None, "negative_prompt": negative_prompt,
+              "cfg_scale": cfg_scale, "camera_control": _camera(camera_control), "callback_url": callback_url,
+              "extra": parse_extra(extra)}
+
+    def build(values: dict[str, Any]) -> I2VRequest:
+        if values.get("image") is None:
+            raise UsageError("--image is required", hint="the first frame: a jpg/png file or an https:// URL")
+        return I2VRequest.from_values({**values, "external_id": external_id})
+
+    return _run(ctx, "i2v", fields, batch, follow, build)
+
+
 _MOTION_REQUIRED = {
     "image": "the subject: a jpg/png file or an https:// URL",
-    "video": "the motion reference: an mp4/mov https:// URL",
-    "orientation": "image or video: image keeps the image's facing (clip <= 10 s), video follows the video",
+    "video": "the motion reference: an mp4/mov file or https:// URL",
+    "orientation": "image keeps the image's facing (clip <= 10 s), video follows the video",
     "mode": "std or pro",
 }
 
@@ -311,15 +391,17 @@ _MOTION_REQUIRED = {
 def submit_motion(
     ctx: AppContext,
     image: Annotated[Optional[str], typer.Option("--image", metavar="PATH|URL", help="The subject: a jpg/png file or "
-                                                 "URL (<= 10 MB, >= 300 px, aspect 1:2.5-2.5:1).",
+                                                 "URL (<= 10 MB, >= 300 px, aspect 1:2.5-2.5:1)." + _REQUIRED,
                                                  show_default=False)] = None,
     video: Annotated[Optional[str], typer.Option("--video", metavar="PATH|URL", help="The motion reference: an mp4/mov "
-                                                 "URL (<= 100 MB, 3-30 s; 3-10 s with --orientation image).",
-                                                 show_default=False)] = None,
+                                                 "file (uploaded by the profile's uploader) or URL (<= 100 MB, 3-30 s; "
+                                                 "3-10 s with --orientation image)."
+                                                 + _REQUIRED, show_default=False)] = None,
     orientation: Annotated[Optional[Orientation], typer.Option("--orientation", help="Face the way the image "
-                                                               "does, or the way the video does.",
-                                                               show_default=False)] = None,
-    mode: ModeOpt = None,
+                                                               "does, or the way the video does."
+                                                               + _REQUIRED_OR_PROFILE, show_default=False)] = None,
+    mode: Annotated[Optional[Mode], typer.Option("--mode", help="std (720p) or pro (1080p)." + _REQUIRED_OR_PROFILE,
+                                                 show_default=False)] = None,
     prompt: Annotated[Optional[str], typer.Option("--prompt", help="Optional text: add elements or camera effects.",
                                                   show_default=False)] = None,
     keep_sound: Annotated[Optional[bool], typer.Option("--keep-sound/--no-keep-sound", help="Keep the reference "
@@ -336,6 +418,8 @@ def submit_motion(
     """Submit a motion-control task (the subject of an image performs the motion of a reference video), or one per
     row of a CSV file.
 
+    --image, --video, --orientation and --mode are required; with --from-csv, columns may give them instead.
+
     Example: kling submit motion --image me.png --video https://example.com/dance.mp4 --orientation video --mode std
     """
     from kling_cli.models import MediaRef, MotionRequest
@@ -349,9 +433,12 @@ def submit_motion(
               "callback_url": callback_url, "extra": parse_extra(extra)}
 
     def build(values: dict[str, Any]) -> MotionRequest:
-        for needed, hint in _MOTION_REQUIRED.items():
-            if values.get(needed) is None:
-                raise UsageError(f"--{needed} is required", hint=hint)
+        missing = [name for name in _MOTION_REQUIRED if values.get(name) is None]
+        if missing:
+            flags = [f"--{name}" for name in missing]
+            named = flags[0] if len(flags) == 1 else ", ".join(flags[:-1]) + " and " + flags[-1]
+            raise UsageError(f"{named} {'is' if len(flags) == 1 else 'are'} required",
+                             hint="; ".join(f"--{name}: {_MOTION_REQUIRED[name]}" for name in missing))
         return MotionRequest(image=MediaRef.parse(values["image"]), video=MediaRef.parse(values["video"]),
                              orientation=values["orientation"], mode=values["mode"], prompt=values.get("prompt"),
                              keep_sound=values.get("keep_sound"), model=values.get("model"),

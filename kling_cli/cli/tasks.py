@@ -15,6 +15,7 @@ from kling_cli.cli.submit import IntervalOpt
 
 class Kind(str, Enum):
     t2v = "t2v"
+    i2v = "i2v"
     motion = "motion"
 
 
@@ -32,8 +33,8 @@ ConcurrencyOpt = Annotated[int, typer.Option("--concurrency", min=1, max=256, he
 NameOpt = Annotated[str, typer.Option("--name", metavar="TEMPLATE", help="File name: {id}, {external_id}, "
                                       "{index}, {kind}, {provider} (default {id}; -{index} is added for several "
                                       "videos).")]
-TimeoutOpt = Annotated[str, typer.Option("--timeout", help="Give up after this long (90s, 20m, 1h); the tasks keep "
-                                         "running remotely.")]
+TimeoutOpt = Annotated[str, typer.Option("--timeout", help="Give up after this long (90s, 20m, 1h30m; 0: check "
+                                         "once); the tasks keep running remotely.")]
 
 
 def _refs(ctx: AppContext, ids: list[str] | None, from_file: Path | None, kind: Kind | None):
@@ -45,6 +46,18 @@ def _refs(ctx: AppContext, ids: list[str] | None, from_file: Path | None, kind: 
     for ref in refs:
         ref.kind = ref.kind or (kind.value if kind else None)
     return refs
+
+
+def _labels(ctx: AppContext, refs) -> dict[str, str]:
+    """Row and prompt start of each task, from the journal (which also gives the profile and the kind of the
+    tasks this machine submitted) or the manifest."""
+    from kling_cli.labels import task_labels
+
+    entries = ctx.follow([ref.id for ref in refs])
+    for ref in refs:
+        if ref.kind is None and ref.id in entries:
+            ref.kind = entries[ref.id].kind
+    return task_labels(refs, entries)
 
 
 def _manifest(from_file: Path | None):
@@ -63,6 +76,7 @@ def status(ctx: AppContext, task_id: TaskIdArg, kind: KindOpt = None) -> int:
     from kling_cli.taskrefs import check_id
 
     check_id(task_id, "TASK_ID")
+    ctx.follow([task_id])
     task = ctx.service().get(task_id, kind.value if kind else None)
     ctx.out.task(task, detail=True)
     return 0
@@ -90,6 +104,7 @@ def batch_status(
 
     refs = _refs(ctx, task_ids, from_file, kind)
     manifest = _manifest(from_file)  # opened first: a broken one is refused before any query
+    labels = _labels(ctx, refs)
     service = ctx.service()
     service.concurrency = concurrency
     results = service.get_many(refs)
@@ -102,7 +117,7 @@ def batch_status(
             counts["error"] = counts.get("error", 0) + 1
         else:
             counts[result.status.value] = counts.get(result.status.value, 0) + 1
-    print_status_table(ctx.out, refs, results)
+    print_status_table(ctx.out, refs, results, labels)
     if manifest is not None:
         for result in results.values():
             if not isinstance(result, KlingError):
@@ -151,12 +166,13 @@ def wait(
     seconds = parse_duration(timeout)
     check_template(name)
     refs = _refs(ctx, task_ids, from_file, kind)
+    labels = _labels(ctx, refs)
     ctx.service().concurrency = concurrency
     plan = DownloadPlan(download, name) if download is not None else None
     manifest = _manifest(from_file)
     try:
         return wait_many(ctx, refs, timeout=seconds, interval=interval, download=plan, fail_fast=fail_fast,
-                         manifest=manifest, events_log=events)
+                         manifest=manifest, events_log=events, labels=labels)
     finally:
         if manifest is not None:
             manifest.flush(force=True)
@@ -187,6 +203,7 @@ def download(
 
     check_template(name)
     refs = _refs(ctx, task_ids, from_file, kind)
+    ctx.follow([ref.id for ref in refs])
     ctx.service().download_concurrency = concurrency
     plan = DownloadPlan(Path(output), name, force, to_stdout=output == "-")
     manifest = _manifest(from_file)

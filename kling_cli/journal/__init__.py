@@ -339,6 +339,14 @@ class Journal:
             raise self._failed("read the submits", exc) from None
         return found
 
+    def find_external(self, profile: str, external_id: str) -> Entry | None:
+        """The latest submit of this external id that may have cost money (refused ones cost nothing), one with
+        a task id first."""
+        found = self._read("SELECT * FROM submissions WHERE profile = ? AND external_id = ? AND state != 'refused'"
+                           " ORDER BY CASE WHEN task_id IS NULL THEN 1 ELSE 0 END, id DESC LIMIT 1",
+                           (profile, external_id))
+        return found[0] if found else None
+
     def watch(self, profile: str, external_ids: list[str], owner: Owner) -> dict[str, Watched]:
         """Where each followed external id stands: its task id once recorded, and whether a live process
         still claims it (when none does and there is no task id, the follower claims it itself)."""
@@ -388,6 +396,22 @@ class Journal:
                 files = list(dict.fromkeys(json.loads(rows[0]["files"] or "[]") + paths))
                 self._run("UPDATE submissions SET files = ?, updated_at = ? WHERE task_id = ?",
                           (json.dumps(files), now_iso(), task_id))
+
+    # -- uploads (local files a provider needed as URLs) -----------------------------------------
+    def upload_of(self, sha256: str, uploader: str) -> tuple[str, float] | None:
+        """(URL, when it was uploaded) of a file this uploader put somewhere, or None."""
+        with self._lock:
+            if self._closed:
+                return None
+            rows = self._run("SELECT url, uploaded_at FROM uploads WHERE sha256 = ? AND uploader = ?",
+                             (sha256, uploader))[0]
+        return (rows[0]["url"], float(rows[0]["uploaded_at"])) if rows else None
+
+    def record_upload(self, sha256: str, uploader: str, url: str, name: str, size: int, uploaded_at: float) -> None:
+        self._write("INSERT INTO uploads (sha256, uploader, url, name, size, uploaded_at) VALUES (?,?,?,?,?,?)"
+                    " ON CONFLICT (sha256, uploader) DO UPDATE SET url = excluded.url, name = excluded.name,"
+                    " size = excluded.size, uploaded_at = excluded.uploaded_at",
+                    (sha256, uploader, url, name, size, uploaded_at))
 
     # -- reads --------------------------------------------------------------------------------
     def find_task(self, task_id: str) -> Entry | None:

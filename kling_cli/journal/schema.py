@@ -77,7 +77,26 @@ def _m003_task_times(types: Mapping[str, str]) -> list[str]:
     ]
 
 
-def _m004_timing(types: Mapping[str, str]) -> list[str]:
+def _m004_uploads(types: Mapping[str, str]) -> list[str]:
+    # Local files put where a provider can fetch them: one URL per file content and uploader, with when it was
+    # uploaded (seconds since the epoch, this machine's clock) so that a presigned URL past its lifetime is
+    # uploaded again.
+    return [
+        f"""
+        CREATE TABLE uploads (
+            sha256 TEXT NOT NULL,
+            uploader TEXT NOT NULL,
+            url TEXT NOT NULL,
+            name TEXT,
+            size BIGINT,
+            uploaded_at {types["real"]} NOT NULL,
+            PRIMARY KEY (sha256, uploader)
+        )
+        """,
+    ]
+
+
+def _m005_timing(types: Mapping[str, str]) -> list[str]:
     # What a task's run time depends on (dialect/kind/model/mode/duration: timing.timing_key), so that polls
     # can be placed where tasks like it ended; and when a callback said the task ended (`callback listen`).
     return [
@@ -91,5 +110,6 @@ MIGRATIONS: list[tuple[str, Callable[[Mapping[str, str]], list[str]]]] = [
     ("001_submissions", _m001_submissions),
     ("002_claims", _m002_claims),
     ("003_task_times", _m003_task_times),
-    ("004_timing", _m004_timing),
+    ("004_uploads", _m004_uploads),
+    ("005_timing", _m005_timing),
 ]

@@ -23,7 +23,8 @@ from typing import Any
 
 from kling_cli.errors import ApiError, AuthRejected, BadResponse, NotFound, ProviderUnavailable, RequestRejected
 from kling_cli.models import (
-    MotionRequest,
+    I2VRequest,
+    SubmitRequest,
     T2VRequest,
     Task,
     TaskError,
@@ -49,6 +50,8 @@ QUEUED_STATES = {"submitted", "pending", "queued"}
 FAILED_STATES = {"failed", "error", "cancelled", "canceled"}
 DONE_STATES = {"succeed", "succeeded", "success", "completed", "complete"}
 TYPE_KINDS = {"videos": "t2v", "motion": "motion"}
+#: a `videos` record is text or image to video: its request's action says which
+ACTION_KINDS = {"text2video": "t2v", "image2video": "i2v"}
 
 _ERRORS: dict[str, tuple[type[ApiError], str, bool, str | None]] = {
     "used_up": (RequestRejected, "insufficient_balance", False, "top up the AceData account; retrying will not help"),
@@ -70,17 +73,26 @@ _ERRORS: dict[str, tuple[type[ApiError], str, bool, str | None]] = {
 
 class AceDataDialect(Dialect):
     name = "acedata"
-    # The docs only show URLs for the motion inputs.
+    # The docs only show URLs for the motion inputs and the image-to-video frames (start_image_url, end_image_url).
     image_base64 = False
     video_base64 = False
+    # /kling/videos takes aspect_ratio whatever the action (§3.3)
+    i2v_aspect_ratio = True
+    # §3.3: prompt "required unless multi_shot ... customize" on /kling/videos, image2video included
+    prompt_required = frozenset({"i2v"})
     # No limit is documented; small batches keep one slow answer from holding up many tasks.
     batch_size = 50
 
-    def build_submit(self, kind: str, req: T2VRequest | MotionRequest) -> WireRequest:
-        if isinstance(req, T2VRequest):
+    def build_submit(self, kind: str, req: SubmitRequest) -> WireRequest:
+        if isinstance(req, (T2VRequest, I2VRequest)):
+            frames = {}
+            if isinstance(req, I2VRequest):  # the frames as URLs; an end frame only with a start frame (§3.3)
+                frames = {"start_image_url": req.image.value,
+                          "end_image_url": req.image_tail.value if req.image_tail else None}
             body = drop_none({
-                "action": "text2video",
+                "action": "image2video" if isinstance(req, I2VRequest) else "text2video",
                 "model": self.model_for(kind, req.model),
+                **frames,
                 "prompt": req.prompt,
                 "negative_prompt": req.negative_prompt,
                 "cfg_scale": req.cfg_scale,
@@ -137,6 +149,9 @@ class AceDataDialect(Dialect):
         record_type = payload.get("type")
         if isinstance(record_type, str) and record_type in TYPE_KINDS:
             kind = TYPE_KINDS[record_type]
+        action = dig(payload, "request", "action")
+        if kind == "t2v" and isinstance(action, str) and action in ACTION_KINDS:
+            kind = ACTION_KINDS[action]
         response = payload.get("response")
         created = epoch_to_iso(payload.get("created_at"), unit="s")  # float seconds
         updated = epoch_to_iso(payload.get("finished_at"), unit="s") or epoch_to_iso(payload.get("started_at"),

@@ -10,8 +10,8 @@ callbacks are signed `sign = SHA256(taskNo + timestamp + apiKey)`.
 
 Not public, so best guesses that a profile can override in `[profiles.NAME.options]` (see the README):
 the auth header (`Authorization: Bearer <key>`), the submit body (`{"model", "callbackUrl", "params": {...}}`
-with camelCase Kling fields), the text-to-video model name (`kling_2.6_text_to_video`), the time zone of
-`createTime` (UTC+8), and every error code other than 1000.
+with camelCase Kling fields), the text-to-video and image-to-video model names (`kling_2.6_text_to_video`,
+`kling_2.6_img2video`), the time zone of `createTime` (UTC+8), and every error code other than 1000.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from kling_cli.credentials import Credentials
 from kling_cli.errors import ApiError, AuthRejected, NotFound, ProviderUnavailable, RequestRejected
 from kling_cli.models import (
     Cost,
-    MotionRequest,
+    I2VRequest,
+    SubmitRequest,
     T2VRequest,
     Task,
     TaskError,
@@ -45,8 +46,10 @@ from kling_cli.providers.base import (
 )
 
 OK_CODE = 1000
-#: the gateway's names for the default model (kling-v2-6) of each kind; only the motion one is documented
-GATEWAY_MODELS = {"t2v": "kling_2.6_text_to_video", "motion": "kling_2.6_motion_control"}
+#: the gateway's names for the default model (kling-v2-6) of each kind. Only the motion one is documented; the
+#: img2video page names `kling_3.0-Omni_img2video` (and versions 2.1 to 3.0), whence the guess for 2.6
+GATEWAY_MODELS = {"t2v": "kling_2.6_text_to_video", "i2v": "kling_2.6_img2video",
+                  "motion": "kling_2.6_motion_control"}
 STATUS_MAP = {
     "pending": TaskStatus.QUEUED,
     "processing": TaskStatus.RUNNING,
@@ -79,8 +82,20 @@ class AigwDialect(Dialect):
     def model_for(self, kind: str, requested: str | None) -> str:
         return requested or self._option(f"{kind}_model", GATEWAY_MODELS[kind])
 
-    def build_submit(self, kind: str, req: T2VRequest | MotionRequest) -> WireRequest:
-        if isinstance(req, T2VRequest):
+    def build_submit(self, kind: str, req: SubmitRequest) -> WireRequest:
+        if isinstance(req, I2VRequest):
+            params = {
+                # Kling's `image` and `image_tail`, camelCase like the other guessed fields, as URLs
+                "image": req.image.value,
+                "imageTail": req.image_tail.value if req.image_tail else None,
+                "prompt": req.prompt,
+                "negativePrompt": req.negative_prompt,
+                "mode": req.mode,
+                "duration": str(req.duration) if req.duration is not None else None,
+                "cfgScale": req.cfg_scale,
+                "cameraControl": req.camera_control,
+            }
+        elif isinstance(req, T2VRequest):
             params = {
                 "prompt": req.prompt,
                 "negativePrompt": req.negative_prompt,
@@ -178,7 +193,7 @@ def parse_aigw_task(kind: str, data: dict[str, Any], payload: Any, *, task_id: s
     status = STATUS_MAP.get(raw_status, TaskStatus.UNKNOWN) if isinstance(raw_status, str) else TaskStatus.UNKNOWN
     model = data.get("model")
     if isinstance(model, str):
-        kind = "motion" if "motion" in model else "t2v"
+        kind = "motion" if "motion" in model else "i2v" if "img2video" in model else "t2v"
     error = None
     if status is TaskStatus.FAILED:
         reason = text_or_none(data.get("error")) or text_or_none(dig(data, "data", "error_info"))

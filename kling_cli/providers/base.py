@@ -20,7 +20,7 @@ from kling_cli.errors import (
     RequestRejected,
     Unsupported,
 )
-from kling_cli.models import DEFAULT_MODELS, MotionRequest, T2VRequest, Task, TaskStatus
+from kling_cli.models import DEFAULT_MODELS, SubmitRequest, Task, TaskStatus
 
 
 @dataclass
@@ -54,12 +54,12 @@ class Reply:
 
 class Dialect:
     name = "base"
-    kinds: frozenset[str] = frozenset({"t2v", "motion"})
+    kinds: frozenset[str] = frozenset({"t2v", "i2v", "motion"})
     #: the provider can find a task by the client's external id (so a lost submit can be reconciled)
     lookup_by_external_id = False
     #: ... and finding none proves the submit created nothing, so it may be sent again (same external id)
     lookup_miss_is_absence = True
-    #: the motion subject image may be sent inline as raw base64 (else it must be a URL)
+    #: a local image (motion subject, image-to-video frames) may be sent inline as raw base64 (else a URL)
     image_base64 = True
     #: the motion reference video may be sent inline as base64 (else it must be a URL)
     video_base64 = False
@@ -67,8 +67,10 @@ class Dialect:
     negative_prompt_limit = 2500
     #: the text-to-video aspect ratios the provider takes
     aspect_ratios: tuple[str, ...] = ("16:9", "9:16", "1:1")
-    #: a motion-control task needs a non-empty prompt here
-    prompt_required = False
+    #: the kinds whose tasks need a non-empty prompt here beyond text to video (where the docs call it optional)
+    prompt_required: frozenset[str] = frozenset()
+    #: an image-to-video task takes an aspect ratio (Kling's does not: the video takes the image's)
+    i2v_aspect_ratio = False
     #: how many ids one batch query may carry; 0 when the provider has no batch query
     batch_size = 0
     #: kinds whose body reaches Kling without the model (the gateway routes and bills by it, then drops it)
@@ -91,7 +93,7 @@ class Dialect:
         """The model name sent: the one asked for (--model, a CSV cell, the profile), else the default."""
         return requested or DEFAULT_MODELS[kind]
 
-    def build_submit(self, kind: str, req: T2VRequest | MotionRequest) -> WireRequest:
+    def build_submit(self, kind: str, req: SubmitRequest) -> WireRequest:
         raise NotImplementedError
 
     def build_get(self, kind: str, task_id: str) -> WireRequest:
@@ -162,6 +164,13 @@ def unknown_task(kind: str, task_id: str | None, payload: Any, raw_status: Any =
         raw_status=raw_status if isinstance(raw_status, str) else None,
         raw=payload,
     )
+
+
+def inline_or_url(ref: Any, encoded: str | None) -> str | None:
+    """A local image as the raw base64 preflight read, or the URL as given (or as an uploader returned it)."""
+    if ref is None:
+        return None
+    return ref.value if ref.is_url else encoded
 
 
 def drop_none(body: dict[str, Any]) -> dict[str, Any]:

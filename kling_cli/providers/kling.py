@@ -15,7 +15,8 @@ from kling_cli.credentials import Credentials
 from kling_cli.errors import ApiError, AuthRejected, NotFound, ProviderUnavailable, RequestRejected
 from kling_cli.models import (
     Cost,
-    MotionRequest,
+    I2VRequest,
+    SubmitRequest,
     T2VRequest,
     Task,
     TaskError,
@@ -32,12 +33,13 @@ from kling_cli.providers.base import (
     dig,
     drop_none,
     generic_error,
+    inline_or_url,
     segment,
     text_or_none,
     unknown_task,
 )
 
-KIND_PATHS = {"t2v": "text2video", "motion": "motion-control"}
+KIND_PATHS = {"t2v": "text2video", "i2v": "image2video", "motion": "motion-control"}
 
 STATUS_MAP = {
     "submitted": TaskStatus.QUEUED,
@@ -131,8 +133,26 @@ class KlingDialect(Dialect):
     def _path(self, kind: str, tail: str = "") -> str:
         return f"{self.prefix}/v1/videos/{KIND_PATHS[kind]}{tail}"
 
-    def build_submit(self, kind: str, req: T2VRequest | MotionRequest) -> WireRequest:
-        if isinstance(req, T2VRequest):
+    def build_submit(self, kind: str, req: SubmitRequest) -> WireRequest:
+        if isinstance(req, I2VRequest):
+            # /v1/videos/image2video: `image` and `image_tail` are a URL or raw base64; no aspect_ratio (the
+            # video takes the image's)
+            body = drop_none(
+                {
+                    "model_name": self.model_for(kind, req.model),
+                    "image": inline_or_url(req.image, req.image_base64),
+                    "image_tail": inline_or_url(req.image_tail, req.image_tail_base64),
+                    "prompt": req.prompt,
+                    "negative_prompt": req.negative_prompt,
+                    "cfg_scale": req.cfg_scale,
+                    "mode": req.mode,
+                    "camera_control": req.camera_control,
+                    "duration": str(req.duration) if req.duration is not None else None,
+                    "callback_url": req.callback_url,
+                    "external_task_id": req.external_id,
+                }
+            )
+        elif isinstance(req, T2VRequest):
             body = drop_none(
                 {
                     "model_name": self.model_for(kind, req.model),
@@ -154,7 +174,7 @@ class KlingDialect(Dialect):
                 {
                     "model_name": self.model_for(kind, req.model),
                     "prompt": req.prompt,
-                    "image_url": req.image.value if req.image.is_url else req.image_base64,
+                    "image_url": inline_or_url(req.image, req.image_base64),
                     "video_url": req.video.value,
                     "keep_original_sound": keep,
                     "character_orientation": req.orientation,

@@ -31,8 +31,7 @@ from kling_cli.errors import (
     Unsupported,
 )
 from kling_cli.models import (
-    MotionRequest,
-    T2VRequest,
+    SubmitRequest,
     Task,
     TaskError,
     TaskStatus,
@@ -59,7 +58,8 @@ OPENAI_STATUS = {
     "completed": TaskStatus.SUCCEEDED,
     "failed": TaskStatus.FAILED,
 }
-ACTION_KINDS = {"textGenerate": "t2v", "motionControl": "motion"}
+#: the TaskDto's action word for each kind (`generate` is image to video, aigw-newapi-acedata.md §2.6)
+ACTION_KINDS = {"textGenerate": "t2v", "generate": "i2v", "motionControl": "motion"}
 #: texts new-api leaves in fail_reason that are not reasons
 _NOT_REASONS = {"succeed", "success", "successful"}
 
@@ -85,8 +85,9 @@ class NewApiDialect(KlingDialect):
     prefix = "/kling"
     lookup_by_external_id = False
 
-    #: the gateway refuses an empty prompt even for motion control, where the docs say it is optional
-    prompt_required = True
+    #: the gateway refuses an empty prompt for image to video and motion control too, where Kling's docs call it
+    #: optional (aigw-newapi-acedata.md §2.4: "including image2video and motion-control")
+    prompt_required = frozenset({"i2v", "motion"})
     #: ezmodel's motion-control payload has no model field (cuijinyu/new-api relay/channel/task/kling/adaptor.go,
     #: motionControlRequestPayload): the model routes and bills, and Kling runs its own default
     drops_model = frozenset({"motion"})
@@ -94,7 +95,7 @@ class NewApiDialect(KlingDialect):
     def auth_headers(self, creds):  # a gateway key, never a Kling JWT
         return Dialect.auth_headers(self, creds)
 
-    def build_submit(self, kind: str, req: T2VRequest | MotionRequest) -> WireRequest:
+    def build_submit(self, kind: str, req: SubmitRequest) -> WireRequest:
         wire = super().build_submit(kind, req)
         if kind == "t2v":
             wire.json.setdefault("aspect_ratio", "16:9")

@@ -1,7 +1,10 @@
 """AceDataCloud's Kling API, emulated from aigw-newapi-acedata.md §3 and seed 003 (not from the client).
 
 Routes, under this dialect's mount prefix:
-- `POST /kling/videos` (§3.3: `action` text2video, `model`, numeric `duration`, ...) and
+- `POST /kling/videos` (§3.3: `action` text2video or image2video, `model`, numeric `duration`, ...; image to
+  video takes its frames as `start_image_url` and `end_image_url`, an end frame only with a start frame,
+  and its API reference restricts end frames: 5 s only, mode pro on kling-v1-6, kling-v2-5-turbo and
+  kling-v2-6, none on kling-v2-master and kling-v2-1-master) and
   `POST /kling/motion` (§3.4: `model_name`, `image_url`, `video_url`, `character_orientation`, `mode`).
   Synchronous by default: the answer waits until the video is done and is the final result
   `{"success":true,"video_id","video_url","duration":"<video seconds>","state":"succeed","task_id"}`.
@@ -32,8 +35,9 @@ Inferred (not stated by the docs):
 - `sandbox:cancelled` ends the task as a record with a top-level `state` "cancelled" and an empty
   `response` (AceData's MCP server reads a top-level failed/error/cancelled state as terminal);
 - `sandbox:novideo` ends it as `{"success": true, "state": "succeed", "task_id"}` without a video;
-- a non-numeric `duration`, or an `action` other than text2video (image2video and extend are not
-  emulated), is 400 `bad_request`.
+- a non-numeric `duration`, or an `action` other than text2video and image2video (extend is not
+  emulated), is 400 `bad_request`; so is an image2video without `start_image_url`, or with a frame that
+  is not an http(s) URL (the docs show URLs only).
 """
 
 from __future__ import annotations
@@ -57,7 +61,10 @@ LONG_MODELS = {"kling-v3", "kling-v3-omni", "kling-v3-turbo"}  # 3-15 s
 FIVE_ONLY_MODELS = {"kling-o1", "kling-video-o1"}
 FOUR_K_MODELS = {"kling-v3", "kling-v3-omni"}
 MOTION_MODELS = {"kling-v2-6", "kling-v3"}
-RECORD_TYPES = {"t2v": "videos", "motion": "motion"}
+RECORD_TYPES = {"t2v": "videos", "i2v": "videos", "motion": "motion"}
+# the end-frame restrictions of the image2video reference (`end_image_url`)
+END_FRAME_PRO_MODELS = {"kling-v1-6", "kling-v2-5-turbo", "kling-v2-6"}
+NO_END_FRAME_MODELS = {"kling-v2-master", "kling-v2-1-master"}
 VIDEO_SECONDS = "5.041"  # §3.5 example; the length of a video as this API words it (a string)
 TIMEOUT_MESSAGE = "任务处理超时。"  # "task processing timed out" (§3.7)
 # fixed account ids for the record (seed 003 shows uuids); stable so records look alike across calls
@@ -114,11 +121,10 @@ def _number(value: Any) -> bool:
 
 
 def validate_videos(body: dict[str, Any]) -> None:
-    """§3.3 (text2video only)."""
+    """§3.3 (text2video and image2video)."""
     action = body.get("action")
-    if action != "text2video":
-        raise _bad("action is invalid." if action not in ("image2video", "extend")
-                   else f"action {action} is not emulated by the sandbox.")
+    if action not in ("text2video", "image2video"):
+        raise _bad("action is invalid." if action != "extend" else f"action {action} is not emulated by the sandbox.")
     model = _enum(body, "model", T2V_MODELS, "kling-v1")
     mode = _enum(body, "mode", {"std", "pro", "4k"}, "std")
     if mode == "4k" and model not in FOUR_K_MODELS:
@@ -140,7 +146,29 @@ def validate_videos(body: dict[str, Any]) -> None:
         raise _bad(f"duration {duration} is not supported with {model}.")
     _enum(body, "aspect_ratio", {"16:9", "9:16", "1:1"}, "16:9")
     _optional_str(body, "negative_prompt")
+    if action == "image2video":
+        _frames(body, model)
+    elif body.get("start_image_url") is not None or body.get("end_image_url") is not None:
+        raise _bad("start_image_url and end_image_url are effective only when action is image2video.")
     _common(body)
+
+
+def _frames(body: dict[str, Any], model: str) -> None:
+    for key in ("start_image_url", "end_image_url"):
+        value = body.get(key)
+        if value is not None and (not isinstance(value, str) or not value.startswith(("http://", "https://"))):
+            raise _bad(f"{key} is invalid.")
+    if body.get("start_image_url") is None:
+        raise _bad("start_image_url is required." if body.get("end_image_url") is None
+                   else "end_image_url is valid only when start_image_url is not empty.")
+    if body.get("end_image_url") is None:
+        return
+    if model in NO_END_FRAME_MODELS:
+        raise _bad(f"end_image_url is not supported with {model}.")
+    if model in END_FRAME_PRO_MODELS and body.get("mode", "std") != "pro":
+        raise _bad(f"end_image_url requires mode pro with {model}.")
+    if body.get("duration", 5) != 5:
+        raise _bad("requests that include end frames only support 5 seconds.")
 
 
 def validate_motion(body: dict[str, Any]) -> None:
@@ -221,7 +249,7 @@ def submit(sandbox: Sandbox, req: Request, kind: str) -> Response:
         fault = sandbox.submit_fault(marks, key)
         if fault:
             raise FAULTS[fault]
-        (validate_videos if kind == "t2v" else validate_motion)(body)
+        (validate_motion if kind == "motion" else validate_videos)(body)
         row = sandbox.store.create(
             task_id=str(uuid.uuid4()),
             dialect=DIALECT,
@@ -305,7 +333,11 @@ def router(sandbox: Sandbox, prefix: str = "/acedata") -> FallbackRouter:
 
     @routes.route("POST", "/kling/videos")
     def videos(req: Request) -> Response:
-        return submit(sandbox, req, "t2v")
+        try:
+            action = req.json().get("action")
+        except (BadJson, AttributeError):
+            action = None
+        return submit(sandbox, req, "i2v" if action == "image2video" else "t2v")
 
     @routes.route("POST", "/kling/motion")
     def motion(req: Request) -> Response:

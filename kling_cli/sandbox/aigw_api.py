@@ -19,11 +19,15 @@ Inferred (the docs state none of this):
 - body: the Kling fields in a `params` object (§1.4 sketch), or at the top level beside `model`;
 - models: `kling_2.6_motion_control` is documented for motion control; text-to-video names are not
   public, so any `kling_...` name containing `text_to_video` (e.g. `kling_2.6_text_to_video`) is taken
-  as text to video (§1.4 "by analogy");
+  as text to video (§1.4 "by analogy"); the img2video page names `kling_3.0-Omni_img2video` (versions 2.1,
+  2.5, O1, 2.6, 3.0, 3.0-Omni), so any `kling_..._img2video` is image to video;
 - `params` keys are accepted in camelCase (the §1.4 sketch) or Kling's snake_case: motion needs
   `imageUrl`/`image_url` and `videoUrl`/`video_url`, with defaults `characterOrientation` image,
   `mode` std, `keepOriginalSound` yes; text to video needs `prompt`, with `duration` 5|10 (number or
-  numeric string, default 5), `aspectRatio` 16:9|9:16|1:1 (default 16:9), `mode` std|pro;
+  numeric string, default 5), `aspectRatio` 16:9|9:16|1:1 (default 16:9), `mode` std|pro; image to video
+  ("the input image as the first frame, with a first-and-last-frame mode", its page) needs `image`
+  (`imageUrl`, `image_url`) and takes `imageTail` (`image_tail`), both http(s) URLs, an optional prompt,
+  and `duration` and `mode` as above;
 - errors: `{"code": <not 1000>, "message": "...", "data": null}` with these codes and HTTP statuses:
     401 / 1001  missing or invalid API key
     400 / 1002  invalid parameters (body, model, params, missing taskNo)
@@ -93,6 +97,8 @@ def kind_of(model: Any) -> str:
         return "motion"
     if isinstance(model, str) and model.startswith("kling_") and "text_to_video" in model:
         return "t2v"
+    if isinstance(model, str) and model.startswith("kling_") and model.endswith("_img2video"):
+        return "i2v"
     raise _invalid(f"unsupported model: {model}")
 
 
@@ -123,12 +129,20 @@ def validate(kind: str, params: dict[str, Any]) -> None:
         if sound not in ("yes", "no", True, False):
             raise _invalid("params.keepOriginalSound must be one of: yes, no")
         return
-    if not (prompt or "").strip():
+    if kind == "i2v":
+        for names, required in ((("image", "imageUrl", "image_url"), True), (("imageTail", "image_tail"), False)):
+            value = next((params[name] for name in names if params.get(name) is not None), None)
+            if value is None and required:
+                raise _invalid(f"params.{names[0]} is required")
+            if value is not None and (not isinstance(value, str) or not value.startswith(("http://", "https://"))):
+                raise _invalid(f"params.{names[0]} must be an http(s) URL")
+    elif not (prompt or "").strip():
         raise _invalid("params.prompt is required")
     duration = params.get("duration", 5)
     if isinstance(duration, bool) or str(duration) not in ("5", "10"):
         raise _invalid("params.duration must be 5 or 10")
-    _choice(params, "aspectRatio", "aspect_ratio", ("16:9", "9:16", "1:1"), "16:9")
+    if kind == "t2v":
+        _choice(params, "aspectRatio", "aspect_ratio", ("16:9", "9:16", "1:1"), "16:9")
 
 
 def submit(sandbox: Sandbox, req: Request) -> Response:

@@ -7,8 +7,10 @@ errors CometAPI raises itself use its own envelope (§3.5):
     {"error": {"message": "... (request id: ...)", "type": "comet_api_error", "param": "", "code": "..."}}
 
 Routes, under this dialect's mount prefix:
-- `POST /kling/v1/videos/text2video`: `{"code":0,"message":"success","data":{task_id, task_status,
-  task_info, created_at, updated_at}}`, no `request_id` (§3.3 create example).
+- `POST /kling/v1/videos/text2video` and `POST /kling/v1/videos/image2video` (its image-to-video reference:
+  `image` and `image_tail` as a public URL or base64, prompt at most 500 characters, negative prompt 200,
+  duration 5|10, `static_mask`/`dynamic_masks`, no aspect ratio): `{"code":0,"message":"success","data":
+  {task_id, task_status, task_info, created_at, updated_at}}`, no `request_id` (§3.3 create example).
 - `GET /kling/v1/{action}/{action2}/{task_id}` (seed 004: action images|videos|audio, action2 from the
   seed's list): `{"code":0,"message":"SUCCEED","request_id":...,"data":<task object>}`.
 - `POST /kling/v1/videos/motion-control` is not a CometAPI route (§3.2 documents none), so it answers
@@ -51,7 +53,7 @@ QUERY_ACTIONS = {
     "videos": {"text2video", "image2video", "lip-sync", "effects", "multi-image2video", "multi-elements"},
     "audio": {"text-to-audio", "video-to-audio"},
 }
-KINDS = {"text2video": "t2v"}
+KINDS = {"text2video": "t2v", "image2video": "i2v"}
 # §3.3: aspect ratios CometAPI documents beyond the official 16:9, 9:16, 1:1
 EXTRA_ASPECT_RATIOS = {"4:3", "3:4", "3:2", "2:3"}
 # its text-to-video reference: prompt "Maximum 500 characters", negative prompt "Maximum 200 characters"
@@ -90,7 +92,7 @@ FAULTS = {
 }
 
 
-def _validate_t2v(body: dict[str, Any]) -> None:
+def _validate(kind: str, body: dict[str, Any]) -> None:
     for key, limit in LIMITS.items():
         if isinstance(body.get(key), str) and len(body[key]) > limit:
             raise CometError(400, "invalid_request", f"{key} exceeds {limit} characters")
@@ -98,7 +100,7 @@ def _validate_t2v(body: dict[str, Any]) -> None:
     if checked.get("aspect_ratio") in EXTRA_ASPECT_RATIOS:
         del checked["aspect_ratio"]
     try:
-        kling_api.validate_t2v(checked)
+        kling_api.VALIDATORS[kind](checked)
     except kling_api.Refusal as refusal:
         raise CometError(400, "invalid_request", refusal.message) from None
 
@@ -108,7 +110,7 @@ def _not_offered() -> CometError:
                                         "(CometAPI documents no /kling/v1/videos/motion-control)")
 
 
-def submit_t2v(sandbox: Sandbox, req: Request) -> Response:
+def submit(sandbox: Sandbox, req: Request, kind: str) -> Response:
     try:
         _check_auth(req)
         try:
@@ -123,14 +125,14 @@ def submit_t2v(sandbox: Sandbox, req: Request) -> Response:
         fault = sandbox.submit_fault(marks, key)
         if fault:
             raise FAULTS[fault]
-        _validate_t2v(body)
+        _validate(kind, body)
         external_id = body.get("external_task_id") or None
         try:
             row = sandbox.store.create(
                 task_id=kling_api.new_id(),
                 dialect=DIALECT,
-                kind="t2v",
-                request=body,
+                kind=kind,
+                request=kling_api.redact_media(body),
                 external_id=external_id,
                 seconds=sandbox.seconds_for(marks),
                 outcome="failed" if "fail" in marks else "succeeded",
@@ -190,7 +192,11 @@ def router(sandbox: Sandbox, prefix: str = "/cometapi") -> FallbackRouter:
 
     @routes.route("POST", "/kling/v1/videos/text2video")
     def create(req: Request) -> Response:
-        return submit_t2v(sandbox, req)
+        return submit(sandbox, req, "t2v")
+
+    @routes.route("POST", "/kling/v1/videos/image2video")
+    def create_i2v(req: Request) -> Response:
+        return submit(sandbox, req, "i2v")
 
     @routes.route("GET", "/kling/v1/{action}/{action2}/{task_id}")
     def get_task(req: Request) -> Response:

@@ -1,4 +1,5 @@
-"""The sandbox: every emulated dialect under its own path prefix, plus a file host and admin routes.
+"""The sandbox: every emulated dialect under its own path prefix, plus a file host, an upload route (a
+stand-in for the bucket a profile's uploader writes to) and admin routes.
 
 Scripted outcomes come from markers in the prompt (documented in the README), e.g. `sandbox:fail`,
 `sandbox:slow`, `sandbox:429x2`. Counted markers ("x2") fire for the first N matching requests, counted
@@ -103,7 +104,9 @@ class Sandbox:
         #: changed while the sandbox runs
         self.latency = max(0.0, latency)
         self.app = App()
+        self.uploads_dir = Path(state_dir) / "uploads"
         self.app.mount(_files_router(self))
+        self.app.mount(_uploads_router(self))
         self.app.mount(_admin_router(self))
         #: dialect name -> its path prefix on this server
         self.dialects = {name: f"/{name}" for name in emulations}
@@ -453,6 +456,46 @@ def _files_router(sandbox: Sandbox) -> Router:
     return router
 
 
+_UPLOAD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+_UPLOAD_TYPES = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png", "mp4": "video/mp4",
+                 "mov": "video/quicktime"}
+
+
+def _uploads_router(sandbox: Sandbox) -> Router:
+    """Where local files go on the sandbox profile (and where `curl -T FILE .../uploads/NAME` puts one): a PUT
+    stores the body under its name and answers with the URL it is served at, on one line of text, the way an
+    uploader prints it. The name is the uploader's choice (`{sha256}.{ext}`): the same file, the same URL."""
+    router = Router("/uploads")
+
+    def located(req: Request) -> Path | None:
+        name = req.params["name"]
+        return sandbox.uploads_dir / name if _UPLOAD_NAME.match(name) else None
+
+    @router.route("PUT", "/{name}")
+    def put(req: Request) -> Response:
+        path = located(req)
+        if path is None:
+            return Response(400, b"bad name: letters, digits, '.', '_' and '-' only\n", {"Content-Type": "text/plain"})
+        if not req.body:
+            return Response(400, b"empty body\n", {"Content-Type": "text/plain"})
+        sandbox.uploads_dir.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{threading.get_ident()}")
+        partial.write_bytes(req.body)
+        partial.replace(path)
+        sandbox.count("uploads")
+        return Response(200, f"{req.origin}/uploads/{path.name}\n".encode(), {"Content-Type": "text/plain"})
+
+    @router.route("GET", "/{name}")
+    def get(req: Request) -> Response:
+        path = located(req)
+        if path is None or not path.is_file():
+            return Response(404, b"Not Found", {"Content-Type": "text/plain"})
+        kind = _UPLOAD_TYPES.get(path.suffix.lstrip(".").lower(), "application/octet-stream")
+        return Response(200, headers={"Content-Type": kind}, file=(path, 0, path.stat().st_size))
+
+    return router
+
+
 def _parse_range(header: str, size: int) -> tuple[int, int] | None:
     match = re.fullmatch(r"bytes=(\d*)-(\d*)", header.strip())
     if not match or match.group(1) == match.group(2) == "":
@@ -522,7 +565,7 @@ def _admin_router(sandbox: Sandbox) -> Router:
         return json_response(200, {"tasks": [
             {"id": row.id, "dialect": row.dialect, "kind": row.kind, "external_id": row.external_id,
              "prompt": row.request.get("prompt") or (row.request.get("params") or {}).get("prompt"),
-             "created": row.created, "seconds": row.seconds, "outcome": row.outcome}
+             "created": row.created, "seconds": row.seconds, "outcome": row.outcome, "request": row.request}
             for row in sandbox.store.all()]})
 
     @router.route("POST", "/storm")

@@ -1,7 +1,10 @@
 """The official Kling API (legacy design), emulated from its documentation, not from kling_cli's client.
 
 Sources: seed 001 (motion control), ../shared/providers/kling-official-cometapi.md §1 (endpoints, bodies,
-envelope, task object, error codes, JWT). Where the docs are silent the behaviour is marked "inferred":
+envelope, task object, error codes, JWT), and the official image-to-video reference (§1.4's "Image→video
+adds": `image` and `image_tail` as a URL or raw base64 without a `data:` prefix, jpg/png, at most 10 MB, at
+least one of the two; `image_tail`, `static_mask`/`dynamic_masks` and `camera_control` mutually exclusive; no
+`aspect_ratio`). Where the docs are silent the behaviour is marked "inferred":
 - an unknown task id answers HTTP 404, code 1203 (the code table's "resource not found");
 - a reused external_task_id ("must be unique per user") answers HTTP 400, code 1201;
 - `cfg_scale` on a kling-v2.x model ("not supported") is taken and ignored, not refused (from new-api's code,
@@ -26,9 +29,12 @@ from kling_cli.sandbox.server import BadJson, Request, Response, Router, json_re
 from kling_cli.sandbox.store import DuplicateExternalId, TaskRow
 
 DIALECT = "kling"
-PATHS = {"text2video": "t2v", "motion-control": "motion"}
+PATHS = {"text2video": "t2v", "image2video": "i2v", "motion-control": "motion"}
 T2V_MODELS = {"kling-v1", "kling-v1-6", "kling-v2-master", "kling-v2-1-master", "kling-v2-5-turbo", "kling-v2-6",
               "kling-v3"}
+# §1.3 image-to-video model_name enum (default kling-v1)
+I2V_MODELS = {"kling-v1", "kling-v1-5", "kling-v1-6", "kling-v2-master", "kling-v2-1", "kling-v2-1-master",
+              "kling-v2-5-turbo", "kling-v2-6", "kling-v3"}
 MOTION_MODELS = {"kling-v2-6", "kling-v3"}
 CAMERA_TYPES = {"simple", "down_back", "forward_up", "right_turn_forward", "left_turn_forward"}
 CAMERA_AXES = ("horizontal", "vertical", "pan", "tilt", "roll", "zoom")
@@ -123,9 +129,32 @@ def validate_t2v(body: dict[str, Any]) -> None:
     prompt = _optional_str(body, "prompt", limit=PROMPT_LIMIT)
     if not prompt or not prompt.strip():
         raise _invalid("prompt can not be empty")
+    _enum(body, "aspect_ratio", {"16:9", "9:16", "1:1"})
+    _validate_common(body, model)
+
+
+def validate_i2v(body: dict[str, Any]) -> None:
+    """The image-to-video body: the frames, their exclusions, then what it shares with text to video."""
+    model = body.get("model_name") or "kling-v1"
+    if model not in I2V_MODELS:
+        raise _invalid(f"model_name {model} is invalid")
+    if not body.get("image") and not body.get("image_tail"):
+        raise _invalid("image can not be null")  # "at least one of image or image_tail"
+    for key in ("image", "image_tail"):
+        if body.get(key) is not None:
+            _check_image_field(body[key], key)
+    _optional_str(body, "prompt", limit=PROMPT_LIMIT)
+    controls = [key for key in ("image_tail", "static_mask", "dynamic_masks", "camera_control")
+                if body.get(key) is not None]
+    if "image_tail" in controls and len(controls) > 1 or "camera_control" in controls and len(controls) > 1:
+        raise _invalid(f"{', '.join(controls)} cannot be used at the same time")
+    # no aspect_ratio here: the video takes the image's (inferred: an aspect_ratio sent anyway is ignored)
+    _validate_common(body, model)
+
+
+def _validate_common(body: dict[str, Any], model: str) -> None:
     _optional_str(body, "negative_prompt", limit=PROMPT_LIMIT)
     _enum(body, "mode", {"std", "pro"})
-    _enum(body, "aspect_ratio", {"16:9", "9:16", "1:1"})
     duration = body.get("duration")
     if duration is not None:
         if not isinstance(duration, str):
@@ -164,9 +193,9 @@ def _validate_camera(camera: Any) -> None:
         raise _invalid("camera_control.config must have exactly one non-zero value")
 
 
-def _check_image_field(value: Any) -> None:
+def _check_image_field(value: Any, key: str = "image_url") -> None:
     if not isinstance(value, str) or not value:
-        raise _invalid("image_url can not be null")
+        raise _invalid(f"{key} can not be null")
     if value.startswith(("http://", "https://")):
         return
     if value.startswith("data:"):
@@ -236,7 +265,7 @@ _MODEL_UNITS = {"kling-v1": 1.0, "kling-v1-5": 2.0, "kling-v1-6": 2.0, "kling-v2
 
 
 def units(kind: str, body: dict[str, Any]) -> float:
-    model = body.get("model_name") or ("kling-v1" if kind == "t2v" else "kling-v2-6")
+    model = body.get("model_name") or ("kling-v2-6" if kind == "motion" else "kling-v1")
     cost = _MODEL_UNITS.get(model, 1.0)
     if body.get("mode") == "pro" and model != "kling-v2-6":
         cost *= 3.5
@@ -266,7 +295,7 @@ def submit(sandbox: Sandbox, req: Request, kind: str, *, dialect: str = DIALECT)
             raise Refusal(400, 1301, "The content security policy was triggered")
         if sandbox.fires(marks, "500", key):
             raise Refusal(500, 5000, "Internal server error")
-        (validate_t2v if kind == "t2v" else validate_motion)(body)
+        VALIDATORS[kind](body)
         external_id = body.get("external_task_id") or None
         try:
             row = sandbox.store.create(
@@ -293,6 +322,9 @@ def submit(sandbox: Sandbox, req: Request, kind: str, *, dialect: str = DIALECT)
                                              ("task_id", "task_status", "task_info", "created_at", "updated_at")}))
 
 
+VALIDATORS = {"t2v": validate_t2v, "i2v": validate_i2v, "motion": validate_motion}
+
+
 def callback_payload(sandbox: Sandbox, row: TaskRow) -> dict[str, Any]:
     """The callback body: the bare task object, no envelope (kling-official-cometapi.md §1.9). Sent once,
     at the terminal state; the docs allow one per status change, receivers must de-duplicate anyway."""
@@ -300,9 +332,12 @@ def callback_payload(sandbox: Sandbox, row: TaskRow) -> dict[str, Any]:
 
 
 def redact_media(body: dict[str, Any]) -> dict[str, Any]:
-    image = body.get("image_url")
-    if isinstance(image, str) and not image.startswith(("http://", "https://")):
-        body = {**body, "image_url": f"<base64, {len(image)} chars>"}
+    """The body as kept: inline images (motion's image_url, image to video's image and image_tail) replaced by
+    their size."""
+    for key in ("image_url", "image", "image_tail"):
+        image = body.get(key)
+        if isinstance(image, str) and not image.startswith(("http://", "https://")):
+            body = {**body, key: f"<base64, {len(image)} chars>"}
     return body
 
 

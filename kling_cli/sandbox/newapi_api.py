@@ -2,7 +2,8 @@
 aigw-newapi-acedata.md §2 and kling-official-cometapi.md §2, seeds 001/002 (not from the client).
 
 The gateway takes Kling-native bodies, relays them to Kling, and answers in its own shapes:
-- `POST /kling/v1/videos/text2video`, `POST /kling/v1/videos/motion-control` -> the OpenAI-style video
+- `POST /kling/v1/videos/text2video`, `POST /kling/v1/videos/image2video` (Kling's body, `image` and
+  `image_tail` a URL or raw base64, §2.4), `POST /kling/v1/videos/motion-control` -> the OpenAI-style video
   object with the Kling numeric id, `created_at` in seconds, `progress` an int (§2.5 "ezmodel today");
 - `GET /kling/v1/videos/{action}/{task_id}`, and `GET /v1/video/generations/{task_id}` (new-api's own
   route, which its clients poll; ezmodel has both, router/video-router.go) -> the TaskDto envelope
@@ -14,7 +15,8 @@ Quirks emulated, each documented [CODE] in §2:
 - the token may carry an `sk-` prefix and the scheme may be `bearer` (§2.2); a bad token is 401 in the
   OpenAI-style `new_api_error` shape (§2.9 B); an empty model is 400 in that shape, a model without a
   channel is 503 `model_not_found` (§2.9 B);
-- `prompt` is required even for motion control: 400 `invalid_request` "prompt is required" (§2.4);
+- `prompt` is required even for image to video and motion control: 400 `invalid_request` "prompt is
+  required" (§2.4: "including image2video and motion-control");
 - a metadata field of the wrong JSON type (notably a numeric `duration`) is HTTP 500
   `build_request_failed` "unmarshal metadata failed ..." (§2.4);
 - motion-control field checks are HTTP 500 `build_request_failed` with the documented messages, with
@@ -57,14 +59,15 @@ from kling_cli.sandbox.server import BadJson, Request, Response, Router, html_re
 from kling_cli.sandbox.store import QUEUED_SHARE, DuplicateExternalId, TaskRow
 
 DIALECT = "newapi"
-# path action -> (store kind, TaskDto action word, §2.6)
-ACTIONS = {"text2video": ("t2v", "textGenerate"), "motion-control": ("motion", "motionControl")}
+# path action -> (store kind, TaskDto action word, §2.6: `generate` is image to video)
+ACTIONS = {"text2video": ("t2v", "textGenerate"), "image2video": ("i2v", "generate"),
+           "motion-control": ("motion", "motionControl")}
 ACTION_WORDS = {kind: word for kind, word in ACTIONS.values()}
-CHANNEL_MODELS = kling_api.T2V_MODELS | kling_api.MOTION_MODELS
+CHANNEL_MODELS = kling_api.T2V_MODELS | kling_api.I2V_MODELS | kling_api.MOTION_MODELS
 SATURATED = "当前分组上游负载已饱和，请稍后再试"  # §2.9 A: "the group's upstream is saturated, retry later"
 # Fields of the Kling t2v metadata struct and their Go types (§2.4 table), for the unmarshal check.
 STRING_FIELDS = ("model_name", "model", "prompt", "negative_prompt", "mode", "aspect_ratio", "duration", "sound",
-                 "callback_url", "external_task_id")
+                 "callback_url", "external_task_id", "image", "image_tail")
 FLOAT_FIELDS = ("cfg_scale",)
 
 
@@ -181,9 +184,9 @@ def submit(sandbox: Sandbox, req: Request, kind: str) -> Response:
         if not isinstance(prompt, str) or not prompt.strip():
             raise TaskError(400, "invalid_request", "prompt is required")
         try:
-            if kind == "t2v":
+            if kind in ("t2v", "i2v"):
                 _unmarshal_check(body)
-                kling_api.validate_t2v(body)
+                kling_api.VALIDATORS[kind](body)
             else:
                 kling_api.validate_motion(_motion_payload(body))
         except kling_api.Refusal as refusal:
@@ -285,7 +288,7 @@ def upstream_router(sandbox: Sandbox, prefix: str = "/newapi-upstream") -> Fallb
     "type": "invalid_request_error", "param": "", "code": ""}}` (controller/relay.go RelayNotFound; forks
     that list /kling among the API prefixes, like ezmodel's, answer Kling paths that way).
 
-    Its text-to-video routes answer as the ezmodel emulation's do (upstream's `task_...` public ids and
+    Its text- and image-to-video routes answer as the ezmodel emulation's do (upstream's `task_...` public ids and
     longer TaskDto are not emulated), and its tasks are the `newapi` dialect's."""
 
     def no_route(req: Request) -> Response:
@@ -302,8 +305,8 @@ def upstream_router(sandbox: Sandbox, prefix: str = "/newapi-upstream") -> Fallb
         return submit(sandbox, req, "t2v")
 
     @routes.route("POST", "/kling/v1/videos/image2video")
-    def create_i2v(_req: Request) -> Response:
-        return GatewayError(400, "", "image2video is not emulated by the sandbox").response()
+    def create_i2v(req: Request) -> Response:
+        return submit(sandbox, req, "i2v")
 
     @routes.route("GET", "/kling/v1/videos/text2video/{task_id}")
     @routes.route("GET", "/kling/v1/videos/image2video/{task_id}")
