@@ -20,6 +20,8 @@ from kling_cli.models import ASPECT_RATIOS, id_problem, json_object, quoted
 ENUMS = {"mode": ("std", "pro"), "aspect_ratio": ASPECT_RATIOS, "orientation": ("image", "video")}
 TRUE, FALSE = ("yes", "true", "1", "y", "on"), ("no", "false", "0", "n", "off")
 DURATION = (3, 15)
+#: what an upload_command template substitutes
+PLACEHOLDER = re.compile(r"\{(path|name|sha256|ext)\}")
 
 
 def _shown(value: float | int) -> str:
@@ -209,16 +211,38 @@ def upload_command(value: Any) -> str:
     if not words:
         raise ValueError("is empty: name the program to run and {path}, e.g. "
                          "\"rclone copyto {path} remote:bucket/{sha256}.{ext}\"")
-    shells = ("sh", "bash", "dash", "zsh", "ksh", "ash")
-    if words[0].rsplit("/", 1)[-1] in shells:
-        for flag, script in zip(words, words[1:]):
-            if re.fullmatch(r"-[a-z]*c[a-z]*", flag) and re.search(r"\{(path|name|sha256|ext)\}", script):
-                # substituted as text into shell code, a file name with quotes or $(...) would run as code
-                raise ValueError("puts a placeholder inside a shell script: pass the values as arguments after the "
-                                 "script and use \"$1\", \"$2\" in it (see the README's templates)")
+    if _placeholder_in_code(words):
+        # substituted as text into shell code, a file name with quotes or $(...) would run as code
+        raise ValueError("puts a placeholder inside a shell script: pass the values as arguments after the "
+                         "script and use \"$1\", \"$2\" in it (see the README's templates)")
     if "{path}" not in value:
         raise ValueError("names no {path}: the uploader would not know which file to upload")
     return value
+
+
+#: programs that run code given as an argument, and the flag letters that introduce it
+_INTERPRETERS = {**dict.fromkeys(("sh", "bash", "dash", "zsh", "ksh", "ash", "fish"), "c"), "python": "c",
+                 "perl": "eE", "ruby": "e", "node": "ep"}
+
+
+def _placeholder_in_code(words: list[str]) -> bool:
+    """Whether a placeholder lands in code an interpreter runs: wherever the interpreter stands (after env,
+    busybox, timeout...), the code being the first word after its flag that is not an option (`-e`, `--`)."""
+    letters, in_code = None, False
+    for word in words:
+        program = re.sub(r"[\d.]+$", "", word.rsplit("/", 1)[-1])  # python3.12 is python
+        if program in _INTERPRETERS:
+            letters, in_code = _INTERPRETERS[program], False
+            continue
+        if not in_code and letters and re.fullmatch(rf"-[a-zA-Z]*[{letters}][a-zA-Z]*", word):
+            in_code = True
+            continue
+        if in_code:
+            if PLACEHOLDER.search(word):
+                return True
+            if not word.startswith(("-", "+")):
+                in_code = False  # that was the code; what follows are its arguments
+    return False
 
 
 def wait_timeout(value: Any) -> float:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import subprocess
 import time
 from dataclasses import dataclass
@@ -22,13 +21,13 @@ from typing import TYPE_CHECKING, Callable
 from kling_cli.errors import ConfigError, PreflightError
 from kling_cli.fsutil import sha256_file
 from kling_cli.models import quoted
+from kling_cli.rules import PLACEHOLDER
 
 if TYPE_CHECKING:
     from kling_cli.journal import Journal
 
 #: how long an uploader may run: a 100 MB video on a slow uplink takes minutes, a hung one must not stall CI
 UPLOAD_TIMEOUT = 1800.0
-_PLACEHOLDER = re.compile(r"\{(path|name|sha256|ext)\}")
 
 
 class UploadError(ConfigError):
@@ -79,7 +78,7 @@ class CommandUploader(Uploader):
     def argv(self, file: LocalFile) -> list[str]:
         """One pass per argument, so a value that looks like a placeholder is never substituted again."""
         values = {"path": file.path, "name": file.name, "sha256": file.sha256, "ext": file.ext}
-        return [_PLACEHOLDER.sub(lambda m: values[m.group(1)], word) for word in self.words]
+        return [PLACEHOLDER.sub(lambda m: values[m.group(1)], word) for word in self.words]
 
     def upload(self, file: LocalFile) -> str:
         argv = self.argv(file)

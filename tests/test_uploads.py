@@ -267,6 +267,13 @@ def test_the_readme_curl_template_uploads_to_a_sandbox(kling, sandbox, add_profi
 @pytest.mark.parametrize("template,needle", [
     ("sh -c 'aws s3 cp {path} s3://bucket/kling/'", "inside a shell script"),  # a file name would become code
     ("bash -ec \"rclone copyto {path} r:b && echo https://x/{name}\"", "inside a shell script"),
+    # the script found wherever it is: behind a wrapper, after other options or `--`, in another interpreter
+    ("env sh -c 'aws s3 cp {path} s3://bucket/kling/'", "inside a shell script"),
+    ("/usr/bin/busybox sh -c 'cp {path} /srv/'", "inside a shell script"),
+    ("bash -c -- 'cp {path} /srv/'", "inside a shell script"),
+    ("sh -c -e 'cp {path} /srv/'", "inside a shell script"),
+    ("python3 -c \"import shutil; shutil.copy('{path}', '/srv/')\"", "inside a shell script"),
+    ("perl -e 'system(\"cp {path} /srv/\")'", "inside a shell script"),
     ("aws s3 cp - s3://bucket/kling/{sha256}", "names no {path}"),
     ("sh -c 'unclosed", "cannot be split"),
     ("", "is empty"),
