@@ -163,11 +163,16 @@ def content_ext(path: Path) -> str:
     return path.suffix.lstrip(".").lower() or "bin"
 
 
-def _open_checked(path_text: str, what: str) -> Path:
+def local_path(path_text: str) -> Path:
+    """The file a media value names, the same for preflight and the upload that follows it."""
     try:
-        path = Path(path_text).expanduser()
-    except RuntimeError:  # "~someone" for a user that does not exist
-        path = Path(path_text)
+        return Path(path_text).expanduser()
+    except RuntimeError:  # "~someone" for a user that does not exist: a folder of that name
+        return Path(path_text)
+
+
+def _open_checked(path_text: str, what: str) -> Path:
+    path = local_path(path_text)
     if not path.exists():
         raise PreflightError(f"{what} file not found: {path}", hint="give an existing file or an http(s) URL")
     if not path.is_file():

@@ -171,9 +171,9 @@ class Uploads:
 
     def local(self, path_text: str) -> LocalFile:
         """The file, hashed once per run (a CSV whose 200 rows share one video reads it once)."""
-        from kling_cli.media import content_ext
+        from kling_cli.media import content_ext, local_path
 
-        path = Path(path_text).expanduser().resolve()
+        path = local_path(path_text).resolve()
         try:
             stat = path.stat()
             key = (str(path), stat.st_size, stat.st_mtime_ns)

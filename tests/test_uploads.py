@@ -146,6 +146,20 @@ def test_paths_with_spaces_and_quotes_reach_the_uploader_whole(kling, sandbox, a
     assert tasks(sandbox)[0]["request"]["params"]["image"].endswith(f"/uploads/{name}")
 
 
+def test_a_folder_named_like_a_home_that_does_not_exist_is_uploaded_from(kling, sandbox, ace, tmp_path,
+                                                                          monkeypatch):
+    # "~nobody-here/..." is no home: preflight reads the folder of that name, and the upload must read the same
+    folder = tmp_path / "~kling-no-such-user"
+    folder.mkdir()
+    shutil.copy(IMAGE, folder / "frame.png")
+    monkeypatch.chdir(tmp_path)
+    log = ace()
+    result = kling("submit", "i2v", "a wave", "--image", "~kling-no-such-user/frame.png", "--json")
+    assert result.exit_code == 0, result
+    ((path, _name),) = runs(log)
+    assert Path(path) == folder / "frame.png"
+
+
 def test_preflight_runs_on_the_local_file_before_any_upload(kling, sandbox, ace):
     log = ace()
     result = kling("submit", "i2v", "a wave", "--image", DATA / "small-200x200.png")
