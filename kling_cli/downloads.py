@@ -204,8 +204,8 @@ class Downloader:
     ) -> Downloaded:
         dest = out_dir / file_name(task, index, template)
         part = dest.with_name(dest.name + ".part")
+        self._claim(dest, f"{task.id} video {index + 1}")  # refused: the .part is another video's, left alone
         try:
-            self._claim(dest, f"{task.id} video {index + 1}")
             if dest.exists() and not force:
                 meta = _existing(dest, task, index)
                 if meta is not None:

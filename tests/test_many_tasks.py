@@ -326,3 +326,26 @@ def test_several_videos_get_their_index(kling, scripted, tmp_path):
     assert result.exit_code == 0, result
     assert sorted(p.name for p in tmp_path.glob("*.mp4")) == ["t4-1.mp4", "t4-2.mp4"]
     assert json.loads((tmp_path / "t4-2.json").read_text())["video_index"] == 2
+
+
+def test_a_name_clash_leaves_the_download_in_flight_alone(tmp_path):
+    # task a's download has opened its .part and awaits the first bytes when task b turns out to want the same
+    # name: b is refused, and a's .part must still be there for a to finish into
+    from kling_cli.downloads import Downloader
+    from kling_cli.errors import UsageError
+    from kling_cli.models import Task, TaskStatus, Video
+
+    def task(task_id: str) -> Task:
+        return Task(id=task_id, kind="t2v", status=TaskStatus.SUCCEEDED,
+                    videos=[Video(id=None, url=f"http://127.0.0.1:9/{task_id}.mp4")])
+
+    downloader = Downloader(out=None)
+    try:
+        downloader._claim(tmp_path / "same.mp4", "a video 1")
+        part = tmp_path / "same.mp4.part"
+        part.touch()
+        with pytest.raises(UsageError) as refused:
+            downloader.fetch_video(task("b"), 0, tmp_path, template="same")
+        assert refused.value.code == "name_clash" and part.exists()
+    finally:
+        downloader.close()
