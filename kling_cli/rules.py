@@ -211,6 +211,8 @@ def upload_command(value: Any) -> str:
     if not words:
         raise ValueError("is empty: name the program to run and {path}, e.g. "
                          "\"rclone copyto {path} remote:bucket/{sha256}.{ext}\"")
+    if PLACEHOLDER.search(words[0]):
+        raise ValueError("chooses the program with a placeholder: the file being uploaded would say what runs")
     if _placeholder_in_code(words):
         # substituted as text into shell code, a file name with quotes or $(...) would run as code
         raise ValueError("puts a placeholder inside a shell script: pass the values as arguments after the "

@@ -288,6 +288,8 @@ def test_the_readme_curl_template_uploads_to_a_sandbox(kling, sandbox, add_profi
     ("sh -c -e 'cp {path} /srv/'", "inside a shell script"),
     ("python3 -c \"import shutil; shutil.copy('{path}', '/srv/')\"", "inside a shell script"),
     ("perl -e 'system(\"cp {path} /srv/\")'", "inside a shell script"),
+    ("{path} --upload", "chooses the program"),  # the file (a CSV cell) would say what runs
+    ("/opt/up/{ext}-uploader {path}", "chooses the program"),
     ("aws s3 cp - s3://bucket/kling/{sha256}", "names no {path}"),
     ("sh -c 'unclosed", "cannot be split"),
     ("", "is empty"),
