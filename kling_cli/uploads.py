@@ -78,7 +78,13 @@ class CommandUploader(Uploader):
     def argv(self, file: LocalFile) -> list[str]:
         """One pass per argument, so a value that looks like a placeholder is never substituted again."""
         values = {"path": file.path, "name": file.name, "sha256": file.sha256, "ext": file.ext}
-        return [PLACEHOLDER.sub(lambda m: values[m.group(1)], word) for word in self.words]
+        argv = [PLACEHOLDER.sub(lambda m: values[m.group(1)], word) for word in self.words]
+        for word, arg in zip(self.words[1:], argv[1:]):
+            if arg.startswith("-") and not word.startswith("-"):  # "{name}" holding "--config=..."
+                raise UploadError(f"{quoted(arg)} would reach {self.name} as an argument, and would be read as an option",
+                                  hint=f"nothing was submitted; rename {file.path}, or put {{name}} after a prefix "
+                                  "in upload_command")
+        return argv
 
     def upload(self, file: LocalFile) -> str:
         argv = self.argv(file)

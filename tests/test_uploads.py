@@ -160,6 +160,17 @@ def test_a_folder_named_like_a_home_that_does_not_exist_is_uploaded_from(kling, 
     assert Path(path) == folder / "frame.png"
 
 
+def test_a_file_name_never_reaches_the_uploader_as_an_option(kling, sandbox, add_profile, tmp_path):
+    image = tmp_path / "--config=evil.png"
+    shutil.copy(IMAGE, image)
+    log = tmp_path / "uploads.log"
+    add_profile("gw", sandbox.base_url("aigw"), dialect="aigw", auth="key",
+                extra=("--upload-command", uploader(sandbox, log, name="{sha256}.{ext} {name}")))
+    result = kling("submit", "i2v", "a wave", "--image", image)
+    assert result.exit_code == 3 and "would be read as an option" in result.stderr, result
+    assert runs(log) == [] and counters(sandbox).get("aigw:submit_attempts", 0) == 0
+
+
 def test_preflight_runs_on_the_local_file_before_any_upload(kling, sandbox, ace):
     log = ace()
     result = kling("submit", "i2v", "a wave", "--image", DATA / "small-200x200.png")
