@@ -230,7 +230,7 @@ _INTERPRETERS = {**dict.fromkeys(("sh", "bash", "dash", "zsh", "ksh", "ash", "fi
 def _placeholder_in_code(words: list[str]) -> bool:
     """Whether a placeholder lands in code an interpreter runs: wherever the interpreter stands (after env,
     busybox, timeout...), the code being the first word after its flag that is not an option (`-e`, `--`)."""
-    letters, in_code = None, False
+    letters, in_code, previous = None, False, ""
     for word in words:
         program = re.sub(r"[\d.]+$", "", word.rsplit("/", 1)[-1])  # python3.12 is python
         if program in _INTERPRETERS:
@@ -242,8 +242,9 @@ def _placeholder_in_code(words: list[str]) -> bool:
         if in_code:
             if PLACEHOLDER.search(word):
                 return True
-            if not word.startswith(("-", "+")):
+            if not word.startswith(("-", "+")) and previous not in ("-o", "+o", "-O", "+O"):
                 in_code = False  # that was the code; what follows are its arguments
+        previous = word
     return False
 
 

@@ -297,6 +297,7 @@ def test_the_readme_curl_template_uploads_to_a_sandbox(kling, sandbox, add_profi
     ("/usr/bin/busybox sh -c 'cp {path} /srv/'", "inside a shell script"),
     ("bash -c -- 'cp {path} /srv/'", "inside a shell script"),
     ("sh -c -e 'cp {path} /srv/'", "inside a shell script"),
+    ("bash -c -o pipefail 'cp {path} /srv/'", "inside a shell script"),
     ("python3 -c \"import shutil; shutil.copy('{path}', '/srv/')\"", "inside a shell script"),
     ("perl -e 'system(\"cp {path} /srv/\")'", "inside a shell script"),
     ("{path} --upload", "chooses the program"),  # the file (a CSV cell) would say what runs
