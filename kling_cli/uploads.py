@@ -81,7 +81,8 @@ class CommandUploader(Uploader):
         argv = [PLACEHOLDER.sub(lambda m: values[m.group(1)], word) for word in self.words]
         for word, arg in zip(self.words[1:], argv[1:]):
             if arg.startswith("-") and not word.startswith("-"):  # "{name}" holding "--config=..."
-                raise UploadError(f"{quoted(arg)} would reach {self.name} as an argument, and would be read as an option",
+                raise UploadError(f"{quoted(arg)} would reach {self.name} as an argument, and would be read as an "
+                                  "option",
                                   hint=f"nothing was submitted; rename {file.path}, or put {{name}} after a prefix "
                                   "in upload_command")
         return argv
