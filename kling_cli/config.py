@@ -270,7 +270,7 @@ class Resolved:
     upload_ttl: float | None = None
 
     def explain(self) -> list[str]:
-        base = self.base_url or "(the built-in sandbox, started on demand)"
+        base = rules.url_shown(self.base_url) if self.base_url else "(the built-in sandbox, started on demand)"
         return [
             f"profile {self.profile!r} ({self.sources['profile']})",
             f"provider {self.provider}, dialect {self.dialect} ({self.sources['dialect']})",

@@ -63,17 +63,27 @@ def text(value: Any) -> str:
     return value
 
 
+#: the password of a URL's user part (`scheme://user:PASSWORD@host`), found even where the URL does not parse
+_URL_PASSWORD = re.compile(r"(//[^/?#@\s:]*:)[^/?#\s]*@")
+
+
+def url_shown(value: str) -> str:
+    """A URL fit to print: a password in its user part becomes ****."""
+    return _URL_PASSWORD.sub(r"\1****@", value)
+
+
 def http_url(value: Any) -> str:
     value = text(value)
+    shown = quoted(url_shown(value))
     try:
         parts = urlsplit(value)
         parts.port  # noqa: B018 - raises on a port that is not a number or out of range
     except ValueError:
-        raise ValueError(f"must be a valid URL, got {quoted(value)}") from None
+        raise ValueError(f"must be a valid URL, got {shown}") from None
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"must be an http:// or https:// URL, got {quoted(value)}")
+        raise ValueError(f"must be an http:// or https:// URL, got {shown}")
     if any(char.isspace() or unicodedata.category(char).startswith("C") for char in value):
-        raise ValueError(f"must be a URL without whitespace or control characters, got {quoted(value)}")
+        raise ValueError(f"must be a URL without whitespace or control characters, got {shown}")
     return value
 
 

@@ -161,7 +161,7 @@ class Transport:
         max_connections: int = 20,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self.host = urlsplit(self.base_url).netloc or self.base_url
+        self.host = urlsplit(self.base_url).netloc.rpartition("@")[2] or self.base_url  # never the user part
         self.dialect = dialect
         self.credentials = credentials
         self.timeout = timeout

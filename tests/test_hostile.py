@@ -12,6 +12,7 @@ import json
 import os
 import resource
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -355,6 +356,32 @@ def test_a_base_url_that_is_not_http_is_a_config_error_at_once(kling, kling_prof
     assert "KLING_BASE_URL must be an http:// or https:// URL" in result.stderr and "retrying" not in result.stderr
     assert time.monotonic() - started < 5 and api_requests(sandbox) == []
 
+
+
+@pytest.mark.parametrize("url", ["ftp://fox:s3cret-pw@x.test/k", "http://fox:s3cret-pw@x.test:99999/k",
+                                 "http://fox:s3cret-pw@x.test/k b"])
+def test_a_bad_base_url_is_quoted_without_its_password(kling, kling_profile, url):
+    result = kling("submit", "t2v", "a fox", env={"KLING_BASE_URL": url})
+    assert result.exit_code == 3, result
+    assert "KLING_BASE_URL must be" in result.stderr and "fox:****@x.test" in result.stderr
+    assert "s3cret-pw" not in result.stderr + result.stdout
+
+
+def test_verbose_shows_the_base_url_without_its_password(kling, kling_profile, sandbox):
+    origin = sandbox.base_url("kling").replace("http://", "http://fox:s3cret-pw@")
+    result = kling("status", "1", "-v", env={"KLING_BASE_URL": origin})
+    assert "base URL http://fox:****@127.0.0.1" in result.stderr, result
+    assert "s3cret-pw" not in result.stderr + result.stdout
+
+
+def test_an_unreachable_base_url_is_named_without_its_password(kling, kling_profile):
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    result = kling("status", "1", "-vv", env={"KLING_BASE_URL": f"http://fox:s3cret-pw@127.0.0.1:{port}"})
+    assert result.exit_code == 6, result  # provider unavailable
+    assert f"cannot reach 127.0.0.1:{port}" in result.stderr
+    assert "s3cret-pw" not in result.stderr + result.stdout
 
 # --- what is said ---------------------------------------------------------------------------------------------
 
