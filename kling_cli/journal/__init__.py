@@ -232,10 +232,15 @@ class Journal:
                 self._close()
 
     def _write(self, sql: str, args: tuple[Any, ...]) -> int | None:
+        """One update. Raises JournalError (a caller after a paid answer treats it as best-effort; one deciding
+        whether to send stops)."""
         with self._lock:
             if self._closed:  # a worker thread outliving the command (Ctrl-C): nothing left to record into
                 return None
-            return self._run(sql, args)[1]
+            try:
+                return self._run(sql, args)[1]
+            except self.errors as exc:
+                raise self._failed("record a change", exc) from None
 
     def _read(self, sql: str, args: tuple[Any, ...] | list[Any] = ()) -> list[Entry]:
         with self._lock:
@@ -380,10 +385,13 @@ class Journal:
         with self._lock:
             if self._closed:
                 return
-            with self._transaction():
-                self._run_many("UPDATE submissions SET status = ?, raw_status = ?, error = ?, videos = ?, cost = ?,"
-                               " updated_at = ?, task_created_at = COALESCE(?, task_created_at),"
-                               " finished_at = COALESCE(finished_at, ?) WHERE task_id = ?", rows)
+            try:
+                with self._transaction():
+                    self._run_many("UPDATE submissions SET status = ?, raw_status = ?, error = ?, videos = ?,"
+                                   " cost = ?, updated_at = ?, task_created_at = COALESCE(?, task_created_at),"
+                                   " finished_at = COALESCE(finished_at, ?) WHERE task_id = ?", rows)
+            except self.errors as exc:
+                raise self._failed("record what was learned of the tasks", exc) from None
 
     def record_files(self, task_id: str, paths: list[str]) -> None:
         with self._lock:
