@@ -314,10 +314,7 @@ class Journal:
             self._run(f"UPDATE claims SET run = ?, host = ?, pid = ?, pid_start = ?, claimed_at = {now},"
                       f" lease_until = {now} + ? WHERE profile = ? AND external_id = ?",
                       (*owner.values(), lease, profile, external_id))
-        rows = self._run("SELECT * FROM submissions WHERE profile = ? AND external_id = ? AND state != 'refused'"
-                         " ORDER BY CASE WHEN task_id IS NULL THEN 1 ELSE 0 END, id DESC LIMIT 1",
-                         (profile, external_id))[0]
-        entry = _entry(rows[0]) if rows else None
+        entry = self.find_external(profile, external_id)
         if entry is not None and entry.task_id:
             self._run("DELETE FROM claims WHERE profile = ? AND external_id = ?", (profile, external_id))
             return Claim(KNOWN, entry)
