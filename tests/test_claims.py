@@ -314,3 +314,16 @@ def test_a_single_submit_whose_reconcile_cannot_be_recorded_stops_cleanly(kling,
     assert result.exit_code == 3 and "unexpected" not in result.stderr, result
     assert "disk is full" in result.stderr, result
     assert server_tasks(sandbox, "kling") == []
+
+
+def test_a_journal_that_cannot_be_read_is_a_clean_error(kling, kling_profile, tmp_path):
+    """A journal file whose submissions cannot be read (damaged, or from an incompatible copy): the dry run
+    and `history` say so in one line, exit 3, not "unexpected OperationalError" (exit 1)."""
+    assert kling("submit", "t2v", "fox").exit_code == 0
+    with sqlite3.connect(journal_db()) as db:
+        db.execute("DROP TABLE submissions")
+    csv_path = jobs(tmp_path, 2)
+    for args in (["submit", "t2v", "--from-csv", csv_path, "--dry-run"], ["history"]):
+        result = kling(*args)
+        assert result.exit_code == 3 and "unexpected" not in result.stderr, (args, result)
+        assert "no such table: submissions" in result.stderr, (args, result)

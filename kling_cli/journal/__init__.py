@@ -243,10 +243,14 @@ class Journal:
                 raise self._failed("record a change", exc) from None
 
     def _read(self, sql: str, args: tuple[Any, ...] | list[Any] = ()) -> list[Entry]:
+        """Entries. Raises JournalError (a caller that can do without them treats it as best-effort)."""
         with self._lock:
             if self._closed:
                 return []
-            return [_entry(row) for row in self._run(sql, args)[0]]
+            try:
+                return [_entry(row) for row in self._run(sql, args)[0]]
+            except self.errors as exc:
+                raise self._failed("read the submits", exc) from None
 
     # -- writes around a submit ---------------------------------------------------------------
     def record_intent(self, *, external_id: str, request_hash: str, profile: str, provider: str, dialect: str,
@@ -332,13 +336,10 @@ class Journal:
         """The submitted entry of each of these external ids that has a task id, in a few queries.
         Raises JournalError: a batch cannot tell what is left to do without it."""
         found: dict[str, Entry] = {}
-        try:
-            for chunk in _chunks(external_ids):
-                for entry in self._read(f"SELECT * FROM submissions WHERE profile = ? AND task_id IS NOT NULL"
-                                        f" AND external_id IN ({_marks(chunk)}) ORDER BY id", (profile, *chunk)):
-                    found[entry.external_id] = entry
-        except self.errors as exc:
-            raise self._failed("read the submits", exc) from None
+        for chunk in _chunks(external_ids):
+            for entry in self._read(f"SELECT * FROM submissions WHERE profile = ? AND task_id IS NOT NULL"
+                                    f" AND external_id IN ({_marks(chunk)}) ORDER BY id", (profile, *chunk)):
+                found[entry.external_id] = entry
         return found
 
     def find_external(self, profile: str, external_id: str) -> Entry | None:
