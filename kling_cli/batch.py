@@ -542,7 +542,6 @@ class BatchRun:
         or --resubmit-uncertain: send it."""
         from kling_cli.claims import ABSENT, recover
 
-        item.external_id = entry.external_id
         task = self._from_manifest(item)
         if task is not None:
             self.service.journal.record_submitted(entry.id, task)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Callable
 
 from kling_cli.errors import SubmitUncertain
-from kling_cli.journal import HELD, KNOWN, Entry
+from kling_cli.journal import HELD, KNOWN, Entry, JournalError
 from kling_cli.journal.owner import Owner
 from kling_cli.models import SubmitRequest, Task
 
@@ -95,4 +95,7 @@ def submit_once(service: Service, kind: str, req: SubmitRequest, *,
                     hint="`kling history --status uncertain` lists it; use another --external-id to pay again")
         return service.submit(kind, req)
     finally:
-        journal.release(profile, external_id, owner)
+        try:
+            journal.release(profile, external_id, owner)
+        except JournalError:
+            pass  # the claim ends with this process anyway; the submit's answer must not be lost to it

@@ -108,6 +108,7 @@ class EventLog:
             self._handle = path.open("a", encoding="utf-8")
         except OSError as exc:
             raise UsageError(f"--events: cannot write {path}: {exc.strerror}") from None
+        self._path = path
         self._seen: dict[str, str] = {}
 
     def __call__(self, event: Event) -> None:
@@ -138,11 +139,20 @@ class EventLog:
             body["final"] = event.final
         if event.file:
             body.update(file=event.file, sha256=event.sha256)
-        self._handle.write(json.dumps({k: v for k, v in body.items() if v is not None}, ensure_ascii=False) + "\n")
-        self._handle.flush()
+        try:
+            self._handle.write(json.dumps({k: v for k, v in body.items() if v is not None}, ensure_ascii=False)
+                               + "\n")
+            self._handle.flush()
+        except OSError as exc:  # a full disk: one clean error (what was sent is in the journal)
+            from kling_cli.fsutil import cannot_write
+
+            raise cannot_write(self._path.parent, exc) from None
 
     def close(self) -> None:
-        self._handle.close()
+        try:
+            self._handle.close()
+        except OSError:
+            pass  # each event is flushed as it is written: only a line whose write already failed is left
 
 
 def is_event_log(first_line: str) -> bool:

@@ -207,21 +207,21 @@ class Waiter:
         for ref in self.refs:
             self.add(ref)
 
-    def add(self, ref: TaskRef, *, delay: float = 0.0, fresh: bool = False) -> None:
-        """Follow one more task (a batch adds each as it is submitted), first polled `delay` seconds from now,
-        or (`fresh`: it was just created) when its schedule says."""
+    def add(self, ref: TaskRef, *, fresh: bool = False) -> None:
+        """Follow one more task (a batch adds each as it is submitted), first polled now, or (`fresh`: it was
+        just created) when its schedule says."""
         if ref.task is not None and ref.task.terminal:
             self._finish(ref.task)  # a finished task in the input does not change: no query needed
             return
         now = self.clock()
         tracked = _Tracked(ref, now, born=now if fresh else None)
         history = self.policy.history
-        if history is not None and not fresh:
+        if fresh:
+            tracked.interval = self._delay(tracked, now) or None
+            tracked.due = now + (tracked.interval or 0.0)
+        elif history is not None:
             age = history.age(ref)
             tracked.born = None if age is None else now - age
-        if fresh:
-            delay = self._delay(tracked, now)
-        tracked.due, tracked.interval = now + delay, delay or None
         self.tracked[ref.id] = tracked
 
     def _delay(self, tracked: _Tracked, now: float) -> float:

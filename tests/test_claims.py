@@ -280,3 +280,50 @@ def test_journal_option_and_variable_choose_a_sqlite_file(kling, kling_profile, 
     clash = kling("submit", "t2v", "fox", "--journal", str(shared), "--no-journal")
     assert clash.exit_code == 2 and "contradict" in clash.stderr
     assert kling("--journal", "mysql://db/kling", "submit", "t2v", "fox").exit_code == 3
+
+
+def _pending_then_unwritable(profile: str, external_id: str, request: dict) -> None:
+    """A submit left pending by a dead process, in a journal that now refuses every update of its submits (a
+    full disk, a read-only replica): a real SQLite error, raised by a trigger."""
+    from kling_cli.journal import open_journal
+
+    journal = open_journal(str(journal_db()))
+    journal.record_intent(external_id=external_id, request_hash="h", profile=profile, provider="custom",
+                          dialect="kling", kind="t2v", request=request)
+    journal.close()
+    with sqlite3.connect(journal_db()) as db:
+        db.execute("CREATE TRIGGER no_updates BEFORE UPDATE ON submissions BEGIN SELECT RAISE(ABORT, "
+                   "'database or disk is full'); END")
+
+
+def test_a_batch_row_whose_reconcile_cannot_be_recorded_stops_cleanly(kling, kling_profile, sandbox, tmp_path):
+    """The lookup after a lost answer says "never created"; the journal refuses to record that: the batch
+    stops with the journal's error (exit 3), sends nothing, and no "unexpected" bug (exit 1)."""
+    csv_path = write_csv(tmp_path / "jobs.csv", ["prompt"], [["lost fox"]])
+    (row,) = kling("submit", "t2v", "--from-csv", csv_path, "--dry-run").json_lines()
+    _pending_then_unwritable(kling_profile, row["external_id"], row["request"])
+    result = kling("submit", "t2v", "--from-csv", csv_path)
+    assert result.exit_code == 3 and "unexpected" not in result.stderr, result
+    assert "disk is full" in result.stderr and "1 rows not sent" in result.stderr, result
+    assert server_tasks(sandbox, "kling") == []
+
+
+def test_a_single_submit_whose_reconcile_cannot_be_recorded_stops_cleanly(kling, kling_profile, sandbox):
+    _pending_then_unwritable(kling_profile, "job-9", {"prompt": "fox"})
+    result = kling("submit", "t2v", "fox", "--external-id", "job-9")
+    assert result.exit_code == 3 and "unexpected" not in result.stderr, result
+    assert "disk is full" in result.stderr, result
+    assert server_tasks(sandbox, "kling") == []
+
+
+def test_a_journal_that_cannot_be_read_is_a_clean_error(kling, kling_profile, tmp_path):
+    """A journal file whose submissions cannot be read (damaged, or from an incompatible copy): the dry run
+    and `history` say so in one line, exit 3, not "unexpected OperationalError" (exit 1)."""
+    assert kling("submit", "t2v", "fox").exit_code == 0
+    with sqlite3.connect(journal_db()) as db:
+        db.execute("DROP TABLE submissions")
+    csv_path = jobs(tmp_path, 2)
+    for args in (["submit", "t2v", "--from-csv", csv_path, "--dry-run"], ["history"]):
+        result = kling(*args)
+        assert result.exit_code == 3 and "unexpected" not in result.stderr, (args, result)
+        assert "no such table: submissions" in result.stderr, (args, result)

@@ -71,3 +71,23 @@ def test_the_log_can_be_tailed_while_the_batch_runs(sandbox, add_profile, tmp_pa
         finally:
             assert process.wait(timeout=30) == 0
     assert [e["status"] for e in events(log) if e["event"] == "status"][-2:] == ["succeeded", "succeeded"]
+
+
+def test_an_event_log_on_a_full_disk_stops_the_batch_cleanly_and_a_rerun_pays_nothing_twice(kling, kling_profile,
+                                                                                            sandbox, tmp_path):
+    from test_batch import server_tasks
+
+    jobs = write_csv(tmp_path / "jobs.csv", ["prompt"], [[f"fox {n}"] for n in range(3)])
+    full = kling("submit", "t2v", "--from-csv", jobs, "--events", "/dev/full")  # every write: ENOSPC
+    assert full.exit_code == 3 and "unexpected" not in full.stderr, full
+    assert "cannot write to /dev" in full.stderr, full
+    sent = len(server_tasks(sandbox, "kling"))
+    again = kling("submit", "t2v", "--from-csv", jobs)
+    assert again.exit_code == 0, again
+    assert len(server_tasks(sandbox, "kling")) == 3 and f"{3 - sent} submitted now" in again.stderr, again
+
+
+def test_wait_with_an_event_log_on_a_full_disk_is_a_clean_error(kling, kling_profile):
+    task_id = kling("submit", "t2v", "a fox").stdout.strip()
+    result = kling("wait", task_id, "--events", "/dev/full")
+    assert result.exit_code == 3 and "cannot write to /dev" in result.stderr, result

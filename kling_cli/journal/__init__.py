@@ -232,16 +232,25 @@ class Journal:
                 self._close()
 
     def _write(self, sql: str, args: tuple[Any, ...]) -> int | None:
+        """One update. Raises JournalError (a caller after a paid answer treats it as best-effort; one deciding
+        whether to send stops)."""
         with self._lock:
             if self._closed:  # a worker thread outliving the command (Ctrl-C): nothing left to record into
                 return None
-            return self._run(sql, args)[1]
+            try:
+                return self._run(sql, args)[1]
+            except self.errors as exc:
+                raise self._failed("record a change", exc) from None
 
     def _read(self, sql: str, args: tuple[Any, ...] | list[Any] = ()) -> list[Entry]:
+        """Entries. Raises JournalError (a caller that can do without them treats it as best-effort)."""
         with self._lock:
             if self._closed:
                 return []
-            return [_entry(row) for row in self._run(sql, args)[0]]
+            try:
+                return [_entry(row) for row in self._run(sql, args)[0]]
+            except self.errors as exc:
+                raise self._failed("read the submits", exc) from None
 
     # -- writes around a submit ---------------------------------------------------------------
     def record_intent(self, *, external_id: str, request_hash: str, profile: str, provider: str, dialect: str,
@@ -309,10 +318,7 @@ class Journal:
             self._run(f"UPDATE claims SET run = ?, host = ?, pid = ?, pid_start = ?, claimed_at = {now},"
                       f" lease_until = {now} + ? WHERE profile = ? AND external_id = ?",
                       (*owner.values(), lease, profile, external_id))
-        rows = self._run("SELECT * FROM submissions WHERE profile = ? AND external_id = ? AND state != 'refused'"
-                         " ORDER BY CASE WHEN task_id IS NULL THEN 1 ELSE 0 END, id DESC LIMIT 1",
-                         (profile, external_id))[0]
-        entry = _entry(rows[0]) if rows else None
+        entry = self.find_external(profile, external_id)
         if entry is not None and entry.task_id:
             self._run("DELETE FROM claims WHERE profile = ? AND external_id = ?", (profile, external_id))
             return Claim(KNOWN, entry)
@@ -330,13 +336,10 @@ class Journal:
         """The submitted entry of each of these external ids that has a task id, in a few queries.
         Raises JournalError: a batch cannot tell what is left to do without it."""
         found: dict[str, Entry] = {}
-        try:
-            for chunk in _chunks(external_ids):
-                for entry in self._read(f"SELECT * FROM submissions WHERE profile = ? AND task_id IS NOT NULL"
-                                        f" AND external_id IN ({_marks(chunk)}) ORDER BY id", (profile, *chunk)):
-                    found[entry.external_id] = entry
-        except self.errors as exc:
-            raise self._failed("read the submits", exc) from None
+        for chunk in _chunks(external_ids):
+            for entry in self._read(f"SELECT * FROM submissions WHERE profile = ? AND task_id IS NOT NULL"
+                                    f" AND external_id IN ({_marks(chunk)}) ORDER BY id", (profile, *chunk)):
+                found[entry.external_id] = entry
         return found
 
     def find_external(self, profile: str, external_id: str) -> Entry | None:
@@ -380,10 +383,13 @@ class Journal:
         with self._lock:
             if self._closed:
                 return
-            with self._transaction():
-                self._run_many("UPDATE submissions SET status = ?, raw_status = ?, error = ?, videos = ?, cost = ?,"
-                               " updated_at = ?, task_created_at = COALESCE(?, task_created_at),"
-                               " finished_at = COALESCE(finished_at, ?) WHERE task_id = ?", rows)
+            try:
+                with self._transaction():
+                    self._run_many("UPDATE submissions SET status = ?, raw_status = ?, error = ?, videos = ?,"
+                                   " cost = ?, updated_at = ?, task_created_at = COALESCE(?, task_created_at),"
+                                   " finished_at = COALESCE(finished_at, ?) WHERE task_id = ?", rows)
+            except self.errors as exc:
+                raise self._failed("record what was learned of the tasks", exc) from None
 
     def record_files(self, task_id: str, paths: list[str]) -> None:
         with self._lock:
