@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
 
-from kling_cli.errors import SubmitUncertain
+from kling_cli.errors import SubmitUncertain, UsageError
 from kling_cli.journal import HELD, KNOWN, Entry, JournalError
 from kling_cli.journal.owner import Owner
 from kling_cli.models import SubmitRequest, Task
@@ -54,12 +54,26 @@ def recover(service: Service, kind: str, entry: Entry) -> Task | str:
     return found
 
 
+def _known(service: Service, kind: str, req: SubmitRequest, entry: Entry) -> Task:
+    """An external id that already names a task of this profile. Not every provider refuses a reused id, so
+    the journal decides: the same request is that task, and another request under the id is refused."""
+    from kling_cli.service import request_hash
+
+    _wire, record = service.wire_request(kind, req)
+    if entry.kind == kind and entry.request_hash == request_hash(kind, record):
+        service.out.warn(f"external id {entry.external_id} already names task {entry.task_id}, submitted with the "
+                         "same request: not sent again")
+        return entry.to_task()
+    raise UsageError(f"external id {entry.external_id} already names task {entry.task_id}, made from another "
+                     "request: nothing sent", code="external_id_taken", hint="use another --external-id for a new video")
+
+
 def submit_once(service: Service, kind: str, req: SubmitRequest, *,
                 say: Callable[[str], None] = lambda _m: None) -> Task:
     """A single submit with the user's own external id, claimed like a CSV row: a second `kling` given the same
     id while the first is sending follows the first's task instead of paying again, and one whose earlier
-    try lost its answer is reconciled first. An id that already names a recorded task is sent as asked (the
-    provider refuses a reused id, or not)."""
+    try lost its answer is reconciled first. An id that already names a recorded task is never sent again:
+    with the same request it is that task (a rerun of the same step); with another it is refused."""
     journal = service.journal
     profile = service.resolved.profile
     owner = this_process()
@@ -67,8 +81,8 @@ def submit_once(service: Service, kind: str, req: SubmitRequest, *,
     announced = False
     while True:
         claim = journal.claim(profile, external_id, owner)
-        if claim.state == KNOWN:  # a reused id, as the user asked: the provider says whether it takes it
-            return service.submit(kind, req)
+        if claim.state == KNOWN:
+            return _known(service, kind, req, claim.entry)
         if claim.state != HELD:
             break
         if not announced:

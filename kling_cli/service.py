@@ -373,6 +373,15 @@ class Service:
             self.out.warn(message)
 
     # -- operations -----------------------------------------------------------------------------
+    def wire_request(self, kind: str, req: SubmitRequest) -> tuple[Any, dict[str, Any]]:
+        """The submit as it would be sent, and the record the journal keeps of it. Local files are uploaded
+        first: a failed upload sends nothing and records nothing."""
+        if req.external_id is None:
+            req.external_id = new_external_id()
+        self.upload_media(kind, req)
+        wire = self.dialect.build_submit(kind, req)
+        return wire, journal_request(wire.json)
+
     def submit(self, kind: str, req: SubmitRequest, *, identity: str | None = None,
                batch: str | None = None, row: int | None = None, adopt: bool = False,
                busy_retries: bool = True) -> Task:
@@ -380,15 +389,11 @@ class Service:
         provider can look one up, and never sent again blind. `adopt`: the external id is derived from the
         request (a CSV row's `kc-` id), so a task that already has it is this very request, sent before.
         `busy_retries=False`: a "too many running tasks" refusal is raised at once (a batch waits for a slot)."""
-        if req.external_id is None:
-            req.external_id = new_external_id()
-        self.upload_media(kind, req)  # before the intent: a failed upload sends nothing, records nothing
-        wire = self.dialect.build_submit(kind, req)
+        wire, record = self.wire_request(kind, req)
         entry = None
         if self.journal is not None:
             from kling_cli.timing import timing_key
 
-            record = journal_request(wire.json)
             entry = self.journal.record_intent(
                 external_id=req.external_id, request_hash=identity or request_hash(kind, record),
                 profile=self.resolved.profile, provider=self.resolved.provider, dialect=self.resolved.dialect,

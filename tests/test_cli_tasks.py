@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import DATA, result_file, sandbox_stats
+from test_batch import server_tasks
 from kling_cli.sandbox.core import ASSET
 
 TASK_FIELDS = {"id", "provider", "dialect", "profile", "kind", "model", "status", "raw_status", "progress", "videos",
@@ -178,13 +179,25 @@ def test_5xx_on_submit_is_checked_before_it_is_sent_again(kling, kling_profile, 
     assert task_id and sandbox_stats(sandbox)["tasks"] == 1 and attempts(sandbox) == 2
 
 
-def test_external_id_is_passed_and_reusing_it_is_refused(kling, kling_profile, sandbox):
+def test_external_id_is_passed_and_reusing_it_is_refused_by_the_provider(kling, kling_profile, sandbox):
     (task,) = kling("submit", "t2v", "fox", "--external-id", "job-42", "--json").json_lines()
     assert task["external_id"] == "job-42"
-    again = kling("submit", "t2v", "fox", "--external-id", "job-42")
+    again = kling("--no-journal", "submit", "t2v", "fox", "--external-id", "job-42")  # the provider's own check
     assert again.exit_code == 5 and "job-42 already exists" in again.stderr
     assert sandbox_stats(sandbox)["tasks"] == 1
     assert kling("status", "job-42", "--kind", "t2v", "--json").json_lines()[0]["id"] == task["id"]
+
+
+@pytest.mark.parametrize("dialect", ["kling", "acedata"])  # acedata takes a reused id: only the journal stops it
+def test_a_rerun_with_the_same_external_id_is_that_task_not_a_second_one(kling, sandbox, add_profile, dialect):
+    add_profile("p", sandbox.base_url(dialect), dialect=dialect, auth="key" if dialect == "acedata" else "jwt")
+    (task,) = kling("-p", "p", "submit", "t2v", "fox", "--external-id", "job-43", "--json").json_lines()
+    again = kling("-p", "p", "submit", "t2v", "fox", "--external-id", "job-43", "--json")
+    assert again.exit_code == 0, again
+    assert again.json_lines()[0]["id"] == task["id"] and "not sent again" in again.stderr
+    other = kling("-p", "p", "submit", "t2v", "a different fox", "--external-id", "job-43")
+    assert other.exit_code == 2 and f"already names task {task['id']}, made from another request" in other.stderr
+    assert len(server_tasks(sandbox, dialect)) == 1
 
 
 def test_flaky_queries_are_retried(kling, kling_profile):
