@@ -114,11 +114,13 @@ def test_a_broken_uploader_exits_3_and_sends_nothing(kling, sandbox, ace, behavi
 
 
 def test_a_broken_uploader_stops_a_batch_before_its_first_submit(kling, sandbox, ace, tmp_path):
-    ace("fail")
+    log = ace("fail")
     jobs = tmp_path / "jobs.csv"
     jobs.write_text(f"image,prompt\n{FIRST},a wave\n{IMAGE},a nod\n")
     result = kling("submit", "i2v", "--from-csv", jobs)
-    assert result.exit_code == 3 and "NoSuchBucket" not in result.stdout, result
+    assert result.exit_code == 3 and result.stdout == "", result
+    assert "failed (exit 1) uploading" in result.stderr and "The specified bucket does not exist" in result.stderr
+    assert len(runs(log)) == 1  # stopped at the first failed upload, not tried once per file
     assert counters(sandbox).get("acedata:submit_attempts", 0) == 0
 
 
