@@ -178,7 +178,7 @@ def test_github_summary_and_workflow_commands_for_a_batch_with_failures(kling, b
 def test_report_from_the_journal_ids_and_refresh(kling, batch, tmp_path):
     failed = kling("report", "--since", "1d", "--status", "failed", "--junit", tmp_path / "f.xml")
     assert failed.exit_code == 0, failed
-    assert "report: 1 tasks (1 failed)" in failed.stderr
+    assert "report: 1 task (1 failed)" in failed.stderr
     everything = kling("report", "--since", "2026-01-01", "--github")
     assert "| succeeded | 3 |" in everything.stdout and "| refused | 1 |" in everything.stdout
     task_ids = "\n".join(row["task_id"] for row in csv.DictReader(batch.open()) if row["task_id"])

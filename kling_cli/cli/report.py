@@ -81,7 +81,8 @@ def report(
     if github:
         _github(ctx, records, title)
     shown = ", ".join(f"{n} {s}" for s, n in counts(records).items()) or "no tasks"
-    ctx.out.info(f"report: {len(records)} tasks ({shown})" + "".join(
+    noun = "task" if len(records) == 1 else "tasks"
+    ctx.out.info(f"report: {len(records)} {noun} ({shown})" + "".join(
         f"; wrote {path}" for path in (html, junit) if path is not None))
     return 0
 
