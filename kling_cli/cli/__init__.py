@@ -1,12 +1,14 @@
-"""The `kling` command: registers every command module and runs the app.
+"""The `kling` command: registers the command modules and runs the app.
 
-Only Typer and kling's own light modules are imported at start-up; httpx, rich, the dialects and the
-sandbox are imported inside the commands that use them.
+Only Typer and kling's own light modules are imported at start-up; a command group's module only when that
+group runs (or when `app`, the whole tree, is asked for); httpx, rich, the dialects and the sandbox inside
+the commands that use them.
 """
 
 from __future__ import annotations
 
 import copy
+import importlib
 import sys
 from typing import Annotated, Optional, Sequence
 
@@ -15,8 +17,8 @@ import typer
 from kling_cli import __version__
 # Importing registers the commands; `tasks` first, so that --help lists them in the order they are used.
 from kling_cli.cli import tasks  # noqa: F401, I001
-from kling_cli.cli import callback, history, profile, report, sandbox, submit  # noqa: F401
-from kling_cli.cli._app import app
+from kling_cli.cli import history, report  # noqa: F401
+from kling_cli.cli._app import app as _root
 from kling_cli.cli._common import (
     DialectOpt,
     JournalOpt,
@@ -32,6 +34,22 @@ from kling_cli.cli._common import (
 )
 from kling_cli.errors import ExitCode
 
+#: the command groups, each registered by importing its module: only when it is run (the listing of
+#: `kling --help` takes a group's help text from `_app`), or when the whole tree is asked for (`app`)
+_GROUPS = ("submit", "profile", "sandbox", "callback")
+
+
+def _load(names: Sequence[str] = _GROUPS) -> None:
+    for name in names:
+        importlib.import_module(f"kling_cli.cli.{name}")
+
+
+def __getattr__(name: str):
+    if name == "app":  # the whole command tree (completions, help tests): every group registered
+        _load()
+        return _root
+    raise AttributeError(name)
+
 
 def _print_version(value: bool) -> None:
     if value:
@@ -39,7 +57,7 @@ def _print_version(value: bool) -> None:
         raise typer.Exit(0)
 
 
-@app.callback()
+@_root.callback()
 def root(
     ctx: typer.Context,
     version: Annotated[
@@ -144,6 +162,10 @@ def _listing(typer_app: typer.Typer) -> typer.Typer:
     return listed
 
 
+def _is_command(name: str) -> bool:
+    return any(info.name == name for info in _root.registered_commands)
+
+
 def only_invoked(typer_app: typer.Typer, args: Sequence[str]) -> typer.Typer:
     """A copy of the app holding only the branch that `args` runs.
 
@@ -170,7 +192,11 @@ def only_invoked(typer_app: typer.Typer, args: Sequence[str]) -> typer.Typer:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
-    command = typer.main.get_command(only_invoked(app, args))
+    index = _first_command(args)
+    if index is not None:
+        name = args[index]
+        _load([name] if name in _GROUPS else () if _is_command(name) else _GROUPS)
+    command = typer.main.get_command(only_invoked(_root, args))
     try:
         if any("\x00" in arg for arg in args):  # only a caller of main() can pass one: a process argv cannot
             raise typer.BadParameter("an argument contains a NUL character")

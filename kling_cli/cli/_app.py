@@ -1,4 +1,4 @@
-"""The Typer applications. Command modules register on these; `kling_cli.cli` imports them all."""
+"""The Typer applications. Command modules register on these when `kling_cli.cli` imports them."""
 
 from __future__ import annotations
 

@@ -63,6 +63,10 @@ def rule(name: str, **limits: Any) -> Callable[[Any], Any]:
     return callback
 
 
+IntervalOpt = Annotated[Optional[float], typer.Option("--interval", callback=rule("poll_interval"), help="Poll every "
+                                                      "S seconds, 0.5-3600 (default: 2 s growing to 30 s).",
+                                                      show_default=False)]
+
 ProfileOpt = Annotated[
     Optional[str],
     typer.Option("--profile", "-p", help="Profile to use (else $KLING_PROFILE, else default_profile). "

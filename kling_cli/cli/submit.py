@@ -10,7 +10,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from kling_cli.cli._app import submit_app
-from kling_cli.cli._common import AppContext, command, rule
+from kling_cli.cli._common import AppContext, IntervalOpt, command, rule
 from kling_cli.errors import KlingError, UsageError
 
 
@@ -51,9 +51,6 @@ ExtraOpt = Annotated[Optional[list[str]], typer.Option(
 WaitOpt = Annotated[bool, typer.Option("--wait", help="Wait for the task to finish.")]
 TimeoutOpt = Annotated[str, typer.Option("--timeout", help="With --wait: give up waiting after this long (90s, "
                                          "20m, 1h30m; more than 0); the task keeps running.")]
-IntervalOpt = Annotated[Optional[float], typer.Option("--interval", callback=rule("poll_interval"), help="Poll every "
-                                                      "S seconds, 0.5-3600 (default: 2 s growing to 30 s).",
-                                                      show_default=False)]
 DownloadOpt = Annotated[Optional[Path], typer.Option("--download", metavar="DIR", help="Wait, then download the "
                                                      "videos into DIR.", show_default=False)]
 

@@ -10,7 +10,7 @@ import typer
 
 from kling_cli.cli._app import app
 from kling_cli.cli._common import AppContext, command
-from kling_cli.cli.submit import IntervalOpt
+from kling_cli.cli._common import IntervalOpt
 
 
 class Kind(str, Enum):
