@@ -261,6 +261,27 @@ def _submit(ctx: AppContext, kind: str, req: Any, follow: _Follow, deadline: flo
                      labels=labels)
 
 
+def _prompt_and_id(prompt: str | None, external_id: str | None, batch: _Batch) -> None:
+    """The PROMPT argument and --external-id, checked by the rules a CSV cell follows; an external id names one
+    task, so not with --from-csv."""
+    if prompt is not None:
+        _flag("prompt", prompt, label="PROMPT")
+    if external_id is not None:
+        _flag("external_id", external_id)
+    if external_id and batch.from_csv:
+        raise UsageError("--external-id names one task: with --from-csv use an external_id column")
+
+
+def _video_fields(model: str | None, mode: Mode | None, duration: int | None, aspect_ratio: AspectRatio | None,
+                  negative_prompt: str | None, cfg_scale: float | None, camera_control: str | None,
+                  callback_url: str | None, extra: list[str] | None) -> dict[str, Any]:
+    """The options text and image to video share, named like their CSV columns."""
+    return {"model": model, "mode": mode.value if mode else None, "duration": duration,
+            "aspect_ratio": aspect_ratio.value if aspect_ratio else None, "negative_prompt": negative_prompt,
+            "cfg_scale": cfg_scale, "camera_control": _camera(camera_control), "callback_url": callback_url,
+            "extra": parse_extra(extra)}
+
+
 @command(submit_app, "t2v", task_options=True, groups=_GROUPS)
 def submit_t2v(
     ctx: AppContext,
@@ -297,16 +318,9 @@ def submit_t2v(
         raise UsageError("give either a PROMPT or --from-csv FILE",
                          hint=f"`{ctx.suggest('submit', 't2v', 'a red fox')}` or "
                          f"`{ctx.suggest('submit', 't2v', '--from-csv', 'FILE')}`")
-    if prompt is not None:
-        _flag("prompt", prompt, label="PROMPT")
-    if external_id is not None:
-        _flag("external_id", external_id)
-    fields = {"model": model, "mode": mode.value if mode else None, "duration": duration,
-              "aspect_ratio": aspect_ratio.value if aspect_ratio else None, "negative_prompt": negative_prompt,
-              "cfg_scale": cfg_scale, "camera_control": _camera(camera_control), "callback_url": callback_url,
-              "extra": parse_extra(extra)}
-    if external_id and batch.from_csv:
-        raise UsageError("--external-id names one task: with --from-csv use an external_id column")
+    _prompt_and_id(prompt, external_id, batch)
+    fields = _video_fields(model, mode, duration, aspect_ratio, negative_prompt, cfg_scale, camera_control,
+                           callback_url, extra)
 
     def build(values: dict[str, Any]) -> T2VRequest:
         return T2VRequest(prompt=prompt or "", model=values.get("model"), mode=values.get("mode"),
@@ -356,17 +370,10 @@ def submit_i2v(
     if prompt is not None and batch.from_csv is not None:
         raise UsageError("give either a PROMPT or --from-csv FILE (with a prompt column)",
                          hint=f"`{ctx.suggest('submit', 'i2v', '--from-csv', 'FILE')}`")
-    if prompt is not None:
-        _flag("prompt", prompt, label="PROMPT")
-    if external_id is not None:
-        _flag("external_id", external_id)
-    if external_id and batch.from_csv:
-        raise UsageError("--external-id names one task: with --from-csv use an external_id column")
-    fields = {"image": image, "image_tail": image_tail, "prompt": prompt, "model": model,
-              "mode": mode.value if mode else None, "duration": duration,
-              "aspect_ratio": aspect_ratio.value if aspect_ratio else None, "negative_prompt": negative_prompt,
-              "cfg_scale": cfg_scale, "camera_control": _camera(camera_control), "callback_url": callback_url,
-              "extra": parse_extra(extra)}
+    _prompt_and_id(prompt, external_id, batch)
+    fields = {"image": image, "image_tail": image_tail, "prompt": prompt,
+              **_video_fields(model, mode, duration, aspect_ratio, negative_prompt, cfg_scale, camera_control,
+                              callback_url, extra)}
 
     def build(values: dict[str, Any]) -> I2VRequest:
         if values.get("image") is None:
